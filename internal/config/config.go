@@ -1,0 +1,173 @@
+// Package config reads a node's YAML file strictly: an unknown key, a wrong
+// type or a missing field is an error that names the file, the line and the
+// key, and the agent does not start. Nothing here reads the environment or
+// the disk after Load returns, apart from Secret.Read.
+package config
+
+import (
+	"time"
+)
+
+// Kind is the kind of node a config describes.
+type Kind string
+
+// Node kinds, as written in the config.
+const (
+	KindXiVO Kind = "xivo"
+	KindCC   Kind = "cc"
+	KindMDS  Kind = "mds"
+	KindEdge Kind = "edge"
+)
+
+// Role is the side of the pair a node is on.
+type Role string
+
+// Roles, as written in the config.
+const (
+	RoleMain    Role = "main"
+	RoleStandby Role = "standby"
+)
+
+// Config is one node's file.
+type Config struct {
+	// File is the path the config was read from; relative paths inside the
+	// file were resolved against its folder.
+	File string `yaml:"-"`
+
+	Kind Kind   `yaml:"kind"`
+	Name string `yaml:"name"`
+	Role Role   `yaml:"role"`
+	// Mode is the failover mode; only "manual" exists.
+	Mode string `yaml:"mode"`
+	// InitialStatus is the status a node takes when its state directory is
+	// empty: "active" for a main, "inactive" for a standby unless set.
+	InitialStatus string `yaml:"initial_status"`
+	// StateDir holds the durable state, the audit log and service logs.
+	StateDir string `yaml:"state_dir"`
+
+	Listen   Listen    `yaml:"listen"`
+	Peer     *Peer     `yaml:"peer"`
+	Auth     Auth      `yaml:"auth"`
+	Services []Service `yaml:"services"`
+	Log      Log       `yaml:"log"`
+}
+
+// Listen is the agent's HTTP listener.
+type Listen struct {
+	Address string `yaml:"address"`
+	TLS     *TLS   `yaml:"tls"`
+	// InsecureHTTP allows plain HTTP on a non-loopback address.
+	InsecureHTTP bool `yaml:"insecure_http"`
+}
+
+// TLS names a certificate and its key, PEM encoded.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Peer is the other node of the pair, asked before a Start and observed.
+type Peer struct {
+	Name string `yaml:"name"`
+	URL  string `yaml:"url"`
+	// Token is a read-scoped bearer token accepted by the peer.
+	Token Secret `yaml:"token"`
+	// CAFile verifies the peer's certificate; system roots if empty.
+	CAFile string `yaml:"ca_file"`
+	// Timeout bounds the one-shot check before a Start.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Auth lists who may use the agent.
+type Auth struct {
+	Users  []User  `yaml:"users"`
+	Tokens []Token `yaml:"tokens"`
+}
+
+// User is a person who logs in to the web page.
+type User struct {
+	Name string `yaml:"name"`
+	// PasswordHash is a bcrypt hash, as printed by `resilience hash-password`.
+	PasswordHash string `yaml:"password_hash"`
+	// Role is "admin" (may start and stop) or "viewer".
+	Role string `yaml:"role"`
+}
+
+// Token is a machine's bearer token, stored hashed.
+type Token struct {
+	Name string `yaml:"name"`
+	// Hash is "sha256:" and the hex digest, as printed by
+	// `resilience hash-token`.
+	Hash string `yaml:"hash"`
+	// Scope is "read" or "operate".
+	Scope string `yaml:"scope"`
+}
+
+// Service is one entry of the ordered list of services.
+type Service struct {
+	Name string `yaml:"name"`
+
+	// Exactly one backend.
+	Exec    *Exec    `yaml:"exec"`
+	Command *Command `yaml:"command"`
+
+	Ready *Ready `yaml:"ready"`
+
+	// StartTimeout bounds starting the service and waiting for readiness.
+	StartTimeout Duration `yaml:"start_timeout"`
+	// StopTimeout bounds stopping it.
+	StopTimeout Duration `yaml:"stop_timeout"`
+}
+
+// Exec runs a program as a supervised child of the agent.
+type Exec struct {
+	Command []string          `yaml:"command"`
+	Env     map[string]string `yaml:"env"`
+	Dir     string            `yaml:"dir"`
+	// StopGrace is the time between SIGTERM and SIGKILL.
+	StopGrace Duration `yaml:"stop_grace"`
+	// RestartBackoff is the first delay before a restart; it doubles up to
+	// RestartBackoffMax while the process keeps dying.
+	RestartBackoff    Duration `yaml:"restart_backoff"`
+	RestartBackoffMax Duration `yaml:"restart_backoff_max"`
+	// LogFile receives stdout and stderr; state_dir/logs/NAME.log if empty.
+	LogFile string `yaml:"log_file"`
+}
+
+// Command drives a unit managed elsewhere (systemd, xivo-service). Each
+// command is run with /bin/sh -c.
+type Command struct {
+	Start  string `yaml:"start"`
+	Stop   string `yaml:"stop"`
+	Status string `yaml:"status"`
+}
+
+// Ready says when a started service is ready. Exactly one check.
+type Ready struct {
+	TCP     string `yaml:"tcp"`
+	HTTP    string `yaml:"http"`
+	Command string `yaml:"command"`
+	// Timeout bounds one attempt of the check.
+	Timeout Duration `yaml:"timeout"`
+	// Interval is the longest pause between attempts.
+	Interval Duration `yaml:"interval"`
+}
+
+// Log sets the agent's own logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// Duration is a time.Duration written as "1.5s" or "300ms".
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Secret is a value read from an environment variable or a file, never
+// written in the config itself.
+type Secret struct {
+	Env  string `yaml:"env"`
+	File string `yaml:"file"`
+}
