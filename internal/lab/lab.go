@@ -1,0 +1,336 @@
+// Package lab runs a whole resilient deployment on one machine, on
+// loopback: every node is a real agent process (`resilience serve`) with
+// a config file written where users can read it, and sample services in
+// place of Asterisk. Tests use it too, to drive failovers like the seed.
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/xivo-resilience/resilience/internal/apiclient"
+	"github.com/xivo-resilience/resilience/internal/auth"
+	"github.com/xivo-resilience/resilience/internal/node"
+)
+
+// DefaultBasePort is the first port of the lab; nodes use the ports after.
+const DefaultBasePort = 8440
+
+// Options describe a lab.
+type Options struct {
+	// Dir receives configs, state, logs and lab.json. Its node folders are
+	// emptied at start so that every lab starts the same way.
+	Dir string
+	// BasePort: node i listens on BasePort+1+i, sample services on
+	// BasePort+20 and up.
+	BasePort int
+	// Binary is the resilience executable to run for every node.
+	Binary string
+	// AdminPassword is the web login for user admin; random if empty.
+	AdminPassword string
+	// Services are the sample services of each xivo node, in start order
+	// (default: a short XiVO-like list).
+	Services []string
+	// ReadyDelay makes every sample service wait before it listens, for
+	// drills that need a slow start.
+	ReadyDelay time.Duration
+}
+
+// Info is lab.json: what scripts need to drive the lab.
+type Info struct {
+	Nodes []NodeInfo `json:"nodes"`
+	Admin struct {
+		User     string `json:"user"`
+		Password string `json:"password"`
+	} `json:"admin"`
+	// Token is an operate-scoped bearer token valid on every node.
+	Token string `json:"token"`
+	// ReadToken is a read-scoped bearer token valid on every node.
+	ReadToken string `json:"read_token"`
+}
+
+// NodeInfo is one node of lab.json.
+type NodeInfo struct {
+	Name   string `json:"name"`
+	Kind   string `json:"kind"`
+	Role   string `json:"role"`
+	URL    string `json:"url"`
+	Config string `json:"config"`
+	Log    string `json:"log"`
+}
+
+// Lab is a running deployment.
+type Lab struct {
+	opts  Options
+	Info  Info
+	procs map[string]*exec.Cmd
+	exits map[string]chan struct{}
+}
+
+// DefaultServices mimic the telephony stack `xivo-service` manages.
+var DefaultServices = []string{"consul", "xivo-confd", "asterisk", "xivo-agid", "xivo-ctid", "xivo-dird"}
+
+type plan struct {
+	name, kind, role, ip, peer string
+	port                       int
+}
+
+// Start writes the configs, starts every node and waits until the Main is
+// Active and the Standby Inactive.
+func Start(ctx context.Context, opts Options) (*Lab, error) {
+	if opts.Binary == "" {
+		return nil, errors.New("lab: the resilience binary is required")
+	}
+	if opts.BasePort == 0 {
+		opts.BasePort = DefaultBasePort
+	}
+	if opts.BasePort < 1024 || opts.BasePort > 65000 {
+		return nil, fmt.Errorf("lab: base port %d: want 1024 to 65000", opts.BasePort)
+	}
+	if opts.Services == nil {
+		opts.Services = DefaultServices
+	}
+	var err error
+	if opts.Dir, err = filepath.Abs(opts.Dir); err != nil {
+		return nil, err
+	}
+	if opts.AdminPassword == "" {
+		opts.AdminPassword = auth.NewToken()[:16]
+	}
+	l := &Lab{opts: opts, procs: map[string]*exec.Cmd{}, exits: map[string]chan struct{}{}}
+	l.Info.Admin.User = "admin"
+	l.Info.Admin.Password = opts.AdminPassword
+	l.Info.Token = auth.NewToken()
+	l.Info.ReadToken = auth.NewToken()
+
+	plans := []plan{
+		{name: "xivo-main", kind: "xivo", role: "main", ip: "127.0.0.2", peer: "xivo-standby", port: opts.BasePort + 1},
+		{name: "xivo-standby", kind: "xivo", role: "standby", ip: "127.0.0.3", peer: "xivo-main", port: opts.BasePort + 2},
+	}
+	if err := l.write(plans); err != nil {
+		return nil, err
+	}
+	// Standby nodes first, so that the Main's check of its peer at its
+	// first start finds the Standby up and Inactive.
+	for i := len(l.Info.Nodes) - 1; i >= 0; i-- {
+		n := l.Info.Nodes[i]
+		if err := l.startNode(n.Name); err != nil {
+			l.Stop(context.Background())
+			return nil, err
+		}
+	}
+	for _, n := range l.Info.Nodes {
+		want := node.Inactive
+		if n.Role == "main" {
+			want = node.Active
+		}
+		if _, err := l.WaitStatus(ctx, n.Name, want, 30*time.Second); err != nil {
+			l.Stop(context.Background())
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// write lays out DIR: one config per node, a token file for each peer
+// link, lab.json.
+func (l *Lab) write(plans []plan) error {
+	dir := l.opts.Dir
+	if err := os.MkdirAll(filepath.Join(dir, "secrets"), 0o700); err != nil {
+		return err
+	}
+	pwHash, err := auth.HashPassword(l.opts.AdminPassword)
+	if err != nil {
+		return err
+	}
+	peerToken := auth.NewToken()
+	if err := os.WriteFile(filepath.Join(dir, "secrets", "peer.token"), []byte(peerToken+"\n"), 0o600); err != nil {
+		return err
+	}
+	urls := map[string]string{}
+	for _, p := range plans {
+		urls[p.name] = fmt.Sprintf("http://%s:%d", p.ip, p.port)
+	}
+	for _, p := range plans {
+		if err := os.RemoveAll(filepath.Join(dir, p.name)); err != nil {
+			return err
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "# Written by `resilience lab`: node %s of the lab deployment.\n", p.name)
+		fmt.Fprintf(&b, "kind: %s\nname: %s\nrole: %s\nmode: manual\nstate_dir: %s/state\n", p.kind, p.name, p.role, p.name)
+		fmt.Fprintf(&b, "listen:\n  address: %s:%d\n", p.ip, p.port)
+		fmt.Fprintf(&b, "peer:\n  name: %s\n  url: %s\n  token:\n    file: secrets/peer.token\n  timeout: 1s\n", p.peer, urls[p.peer])
+		fmt.Fprintf(&b, "auth:\n  users:\n    - name: admin\n      password_hash: %q\n      role: admin\n", pwHash)
+		fmt.Fprintf(&b, "  tokens:\n")
+		fmt.Fprintf(&b, "    - {name: lab-operator, scope: operate, hash: %q}\n", auth.HashToken(l.Info.Token))
+		fmt.Fprintf(&b, "    - {name: lab-reader, scope: read, hash: %q}\n", auth.HashToken(l.Info.ReadToken))
+		fmt.Fprintf(&b, "    - {name: %s, scope: read, hash: %q}\n", p.peer, auth.HashToken(peerToken))
+		fmt.Fprintf(&b, "services:\n")
+		for i, svc := range l.opts.Services {
+			addr := net.JoinHostPort(p.ip, strconv.Itoa(l.opts.BasePort+20+i))
+			fmt.Fprintf(&b, "  - name: %s\n    exec:\n      command: [%q, sample-service, --listen, %q, --text, %q, --delay, %q]\n      stop_grace: 2s\n",
+				svc, l.opts.Binary, addr, svc+" on "+p.name, l.opts.ReadyDelay.String())
+			fmt.Fprintf(&b, "    ready:\n      tcp: %q\n    start_timeout: 10s\n", addr)
+		}
+		file := filepath.Join(dir, p.name+".yaml")
+		if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
+			return err
+		}
+		l.Info.Nodes = append(l.Info.Nodes, NodeInfo{
+			Name: p.name, Kind: p.kind, Role: p.role, URL: urls[p.name], Config: file,
+			Log: filepath.Join(dir, p.name, "agent.log"),
+		})
+	}
+	data, err := json.MarshalIndent(l.Info, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "lab.json"), append(data, '\n'), 0o600)
+}
+
+// Node returns a node's entry.
+func (l *Lab) Node(name string) (NodeInfo, bool) {
+	for _, n := range l.Info.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return NodeInfo{}, false
+}
+
+// Client returns an operate-scoped client for a node.
+func (l *Lab) Client(name string) *apiclient.Client {
+	n, ok := l.Node(name)
+	if !ok {
+		panic("lab: no node " + name)
+	}
+	c, err := apiclient.New(n.URL, l.Info.Token, apiclient.Options{})
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
+// startNode starts a node's agent process, appending to its log.
+func (l *Lab) startNode(name string) error {
+	n, _ := l.Node(name)
+	if err := os.MkdirAll(filepath.Dir(n.Log), 0o750); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(n.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(l.opts.Binary, "serve", "--config", n.Config)
+	cmd.Dir = l.opts.Dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// The agents die with the lab, even if the lab is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	l.procs[name], l.exits[name] = cmd, exited
+	return l.waitHealthy(name, exited)
+}
+
+func (l *Lab) waitHealthy(name string, exited chan struct{}) error {
+	n, _ := l.Node(name)
+	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil}}
+	defer hc.CloseIdleConnections()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return fmt.Errorf("%s exited at start: see %s", name, n.Log)
+		default:
+		}
+		resp, err := hc.Get(n.URL + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not healthy after 15s: see %s", name, n.Log)
+}
+
+// WaitStatus waits until a node reports status (and no transition runs).
+func (l *Lab) WaitStatus(ctx context.Context, name string, want node.Status, within time.Duration) (node.Snapshot, error) {
+	c := l.Client(name)
+	defer c.CloseIdle()
+	deadline := time.Now().Add(within)
+	var last node.Snapshot
+	var lastErr error
+	for time.Now().Before(deadline) {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		last, lastErr = c.Status(rctx)
+		cancel()
+		if lastErr == nil && last.Status == want && last.Transition == nil {
+			return last, nil
+		}
+		if ctx.Err() != nil {
+			return last, ctx.Err()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if lastErr != nil {
+		return last, fmt.Errorf("%s not %s within %s: %w", name, want, within, lastErr)
+	}
+	return last, fmt.Errorf("%s not %s within %s: it is %s %s", name, want, within, last.Status, last.Error)
+}
+
+// Kill kills a node's agent with SIGKILL, as a crash would; its own child
+// services die with it.
+func (l *Lab) Kill(name string) error {
+	cmd, ok := l.procs[name]
+	if !ok {
+		return fmt.Errorf("%s is not running", name)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	<-l.exits[name]
+	delete(l.procs, name)
+	return nil
+}
+
+// Restart starts a killed or stopped node's agent again.
+func (l *Lab) Restart(name string) error {
+	if _, ok := l.procs[name]; ok {
+		return fmt.Errorf("%s is running", name)
+	}
+	return l.startNode(name)
+}
+
+// Stop stops every agent with SIGTERM (SIGKILL after 20s).
+func (l *Lab) Stop(ctx context.Context) error {
+	for _, cmd := range l.procs {
+		cmd.Process.Signal(syscall.SIGTERM)
+	}
+	var errs []error
+	for name, cmd := range l.procs {
+		select {
+		case <-l.exits[name]:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Signal(syscall.SIGKILL)
+			<-l.exits[name]
+			errs = append(errs, fmt.Errorf("%s did not stop within 20s: killed", name))
+		}
+		delete(l.procs, name)
+	}
+	return errors.Join(errs...)
+}
