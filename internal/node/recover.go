@@ -18,6 +18,9 @@ func (m *Machine) Recover() {
 		return
 	}
 	m.busy = true
+	// Shown until the start or stop that follows ends it.
+	m.snap.Transition = &Transition{Action: "recover", Actor: SystemActor, StartedAt: time.Now().UTC()}
+	m.publishLocked()
 	m.mu.Unlock()
 	m.wg.Add(1)
 	go func() {
@@ -33,6 +36,11 @@ func (m *Machine) recover() {
 	st, ok, err := m.opts.Store.State()
 	if err != nil {
 		m.log.Error("recover: read state", "err", err)
+		m.mu.Lock()
+		m.snap.Transition = nil
+		m.snap.Status, m.snap.Error = Failed, "recover: "+err.Error()
+		m.publishLocked()
+		m.mu.Unlock()
 		return
 	}
 	desired := Status(st.Desired)
