@@ -50,6 +50,10 @@ type Config struct {
 	Auth     Auth      `yaml:"auth"`
 	Services []Service `yaml:"services"`
 	Log      Log       `yaml:"log"`
+
+	// lines maps key paths to the line they were read from, for the
+	// messages of Validate; nil for a config built in Go.
+	lines map[string]int
 }
 
 // Listen is the agent's HTTP listener.

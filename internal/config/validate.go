@@ -1,0 +1,388 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+var (
+	nodeNameRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	serviceNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$`)
+	envNameRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	bcryptRE      = regexp.MustCompile(`^\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{53}$`)
+	tokenHashRE   = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+)
+
+// Validate checks the values of a decoded config: required keys, allowed
+// values, formats, uniqueness, and TLS on a non-loopback listener. It
+// expects the defaults to be set, as Load and Parse do: a zero duration is
+// an error. On failure the error is Errors; for a config read from a file
+// each problem names the file and the line.
+func (c *Config) Validate() error {
+	if errs := c.validate(); len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// Loopback reports whether listen.address is a loopback address:
+// 127.0.0.0/8, ::1 or localhost.
+func (c *Config) Loopback() bool {
+	host, _, err := net.SplitHostPort(c.Listen.Address)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+// NeedsTLS reports whether the listener lacks the TLS it must have: its
+// address is not loopback, it has no certificate and insecure_http is not
+// set. Validate refuses such a config.
+func (c *Config) NeedsTLS() bool {
+	t := c.Listen.TLS
+	hasTLS := t != nil && t.CertFile != "" && t.KeyFile != ""
+	return !c.Loopback() && !hasTLS && !c.Listen.InsecureHTTP
+}
+
+// line returns the line of path in the file, or of its nearest parent
+// found there; 0 for a config built in Go.
+func (c *Config) line(path string) int {
+	if c.lines == nil {
+		return 0
+	}
+	for {
+		if l, ok := c.lines[path]; ok {
+			return l
+		}
+		if path == "" {
+			return 1
+		}
+		path = parent(path)
+	}
+}
+
+type validator struct {
+	c    *Config
+	errs Errors
+}
+
+func (v *validator) errorf(path, format string, args ...any) {
+	v.errs = append(v.errs, &Error{File: v.c.File, Line: v.c.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (c *Config) validate() Errors {
+	v := &validator{c: c}
+	v.node()
+	v.listen()
+	v.peer()
+	v.auth()
+	v.services()
+	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	v.oneOf("log.format", c.Log.Format, "text", "json")
+	return v.errs
+}
+
+func (v *validator) node() {
+	c := v.c
+	switch c.Kind {
+	case "":
+		v.errorf("kind", "required")
+	case KindXiVO, KindCC, KindMDS, KindEdge:
+	default:
+		v.errorf("kind", "must be one of xivo, cc, mds, edge, not %s", quote(string(c.Kind)))
+	}
+	v.nodeName("name", c.Name)
+	switch c.Role {
+	case "":
+		if c.Kind == KindXiVO || c.Kind == KindCC {
+			v.errorf("role", "required for kind %s (main or standby)", c.Kind)
+		}
+	case RoleMain, RoleStandby:
+	default:
+		v.errorf("role", "must be main or standby, not %s", quote(string(c.Role)))
+	}
+	if c.Mode != "manual" {
+		v.errorf("mode", `must be "manual" (the only mode), not %s`, quote(c.Mode))
+	}
+	switch c.InitialStatus {
+	case "", "active", "inactive":
+	default:
+		v.errorf("initial_status", "must be active or inactive, not %s", quote(c.InitialStatus))
+	}
+	if c.StateDir == "" {
+		v.errorf("state_dir", "required")
+	}
+}
+
+func (v *validator) nodeName(path, name string) {
+	switch {
+	case name == "":
+		v.errorf(path, "required")
+	case !nodeNameRE.MatchString(name):
+		v.errorf(path, "invalid name %s: use 1 to 63 lowercase letters, digits and dashes, starting with a letter or digit", quote(name))
+	}
+}
+
+func (v *validator) listen() {
+	l := v.c.Listen
+	addrOK := false
+	switch host, _, msg := splitHostPort(l.Address, 0); {
+	case l.Address == "":
+		v.errorf("listen.address", "required")
+	case msg != "":
+		v.errorf("listen.address", "%s", msg)
+	case host != "localhost" && !isIP(host):
+		v.errorf("listen.address", `host must be an IP address or "localhost", not %s (use 0.0.0.0 or [::] for all addresses)`, quote(host))
+	default:
+		addrOK = true
+	}
+	tlsOK := true
+	if t := l.TLS; t != nil {
+		if t.CertFile == "" && t.KeyFile != "" {
+			v.errorf("listen.tls.cert_file", "required with key_file")
+			tlsOK = false
+		}
+		if t.KeyFile == "" && t.CertFile != "" {
+			v.errorf("listen.tls.key_file", "required with cert_file")
+			tlsOK = false
+		}
+	}
+	if addrOK && tlsOK && v.c.NeedsTLS() {
+		v.errorf("listen.tls", "required on a non-loopback address (or set insecure_http: true)")
+	}
+}
+
+func isIP(host string) bool {
+	_, err := netip.ParseAddr(host)
+	return err == nil
+}
+
+// splitHostPort checks a HOST:PORT address, with a port from minPort to
+// 65535, and returns the host or a message.
+func splitHostPort(addr string, minPort int) (host string, port int, msg string) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Sprintf("must be HOST:PORT, not %s", quote(addr))
+	}
+	port, err = strconv.Atoi(p)
+	if err != nil || strings.TrimLeft(p, "0123456789") != "" || port < minPort || port > 65535 {
+		return "", 0, fmt.Sprintf("port must be a number from %d to 65535, not %s", minPort, quote(p))
+	}
+	if host == "" {
+		return "", 0, fmt.Sprintf("must be HOST:PORT with a host, not %s", quote(addr))
+	}
+	return host, port, ""
+}
+
+// httpURL checks an http or https URL with a host.
+func httpURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.Opaque == ""
+}
+
+func (v *validator) peer() {
+	c := v.c
+	p := c.Peer
+	if p == nil {
+		return
+	}
+	v.nodeName("peer.name", p.Name)
+	if p.Name == c.Name && nodeNameRE.MatchString(p.Name) {
+		v.errorf("peer.name", "must differ from name")
+	}
+	switch {
+	case p.URL == "":
+		v.errorf("peer.url", "required")
+	case !httpURL(p.URL):
+		v.errorf("peer.url", "must be an http or https URL, not %s", quote(p.URL))
+	}
+	v.secret("peer.token", p.Token)
+	v.positive("peer.timeout", p.Timeout)
+}
+
+func (v *validator) secret(path string, s Secret) {
+	switch {
+	case s.IsZero():
+		v.errorf(path, "required (env or file)")
+	case s.Env != "" && s.File != "":
+		v.errorf(path, "exactly one of env or file required, not both")
+	case s.Env != "" && !envNameRE.MatchString(s.Env):
+		v.errorf(path+".env", "invalid environment variable name %s", quote(s.Env))
+	}
+}
+
+func (v *validator) auth() {
+	names := make(map[string]string)
+	for i, u := range v.c.Auth.Users {
+		p := index("auth.users", i)
+		v.unique(p+".name", u.Name, "user name", true, names)
+		switch m := bcryptRE.FindStringSubmatch(u.PasswordHash); {
+		case u.PasswordHash == "":
+			v.errorf(p+".password_hash", "required")
+		case m == nil:
+			v.errorf(p+".password_hash", "not a bcrypt hash ($2a$, $2b$ or $2y$): make one with resilience hash-password")
+		default:
+			if cost, _ := strconv.Atoi(m[1]); cost < 4 || cost > 31 {
+				v.errorf(p+".password_hash", "bcrypt cost %s out of range (04 to 31)", m[1])
+			}
+		}
+		switch u.Role {
+		case "":
+			v.errorf(p+".role", "required (admin or viewer)")
+		case "admin", "viewer":
+		default:
+			v.errorf(p+".role", "must be admin or viewer, not %s", quote(u.Role))
+		}
+	}
+	names = make(map[string]string)
+	hashes := make(map[string]string)
+	for i, t := range v.c.Auth.Tokens {
+		p := index("auth.tokens", i)
+		v.unique(p+".name", t.Name, "token name", true, names)
+		switch {
+		case t.Hash == "":
+			v.errorf(p+".hash", "required")
+		case !tokenHashRE.MatchString(t.Hash):
+			v.errorf(p+".hash", `must be "sha256:" and 64 lowercase hex digits: make one with resilience hash-token`)
+		default:
+			v.unique(p+".hash", t.Hash, "token hash", false, hashes)
+		}
+		switch t.Scope {
+		case "":
+			v.errorf(p+".scope", "required (read or operate)")
+		case "read", "operate":
+		default:
+			v.errorf(p+".scope", "must be read or operate, not %s", quote(t.Scope))
+		}
+	}
+}
+
+// unique checks that the value at path is set and not in seen, which maps
+// the values met so far to their path, and adds it. what names the value in
+// the message; show says whether to print it.
+func (v *validator) unique(path, value, what string, show bool, seen map[string]string) {
+	if value == "" {
+		v.errorf(path, "required")
+		return
+	}
+	first, dup := seen[value]
+	if !dup {
+		seen[value] = path
+		return
+	}
+	where := "first at " + first
+	if l := v.c.line(first); l > 0 {
+		where = "first at line " + strconv.Itoa(l)
+	}
+	if show {
+		v.errorf(path, "duplicate %s %s (%s)", what, quote(value), where)
+	} else {
+		v.errorf(path, "duplicate %s (%s)", what, where)
+	}
+}
+
+func (v *validator) services() {
+	c := v.c
+	if len(c.Services) == 0 && c.Kind == KindXiVO {
+		v.errorf("services", "at least one required for kind xivo")
+	}
+	names := make(map[string]string)
+	for i := range c.Services {
+		s := &c.Services[i]
+		p := index("services", i)
+		if s.Name != "" && !serviceNameRE.MatchString(s.Name) {
+			v.errorf(p+".name", "invalid service name %s: use 1 to 64 letters, digits, '_', '.' and '-', starting with a letter or digit", quote(s.Name))
+		} else {
+			v.unique(p+".name", s.Name, "service name", true, names)
+		}
+		switch {
+		case s.Exec == nil && s.Command == nil:
+			v.errorf(p, "exactly one backend (exec or command) required")
+		case s.Exec != nil && s.Command != nil:
+			v.errorf(p, "exactly one backend (exec or command) required, not both")
+		case s.Exec != nil:
+			v.exec(p+".exec", s.Exec)
+		default:
+			if s.Command.Start == "" {
+				v.errorf(p+".command.start", "required")
+			}
+			if s.Command.Stop == "" {
+				v.errorf(p+".command.stop", "required")
+			}
+		}
+		if r := s.Ready; r != nil {
+			v.ready(p+".ready", r)
+		}
+		v.positive(p+".start_timeout", s.StartTimeout)
+		v.positive(p+".stop_timeout", s.StopTimeout)
+	}
+}
+
+func (v *validator) exec(p string, e *Exec) {
+	if len(e.Command) == 0 {
+		v.errorf(p+".command", "required (the program and its arguments)")
+	} else if e.Command[0] == "" {
+		v.errorf(index(p+".command", 0), "must not be empty")
+	}
+	for k := range e.Env {
+		if !envNameRE.MatchString(k) {
+			v.errorf(join(p+".env", k), "invalid environment variable name %s", quote(k))
+		}
+	}
+	v.positive(p+".stop_grace", e.StopGrace)
+	v.positive(p+".restart_backoff", e.RestartBackoff)
+	v.positive(p+".restart_backoff_max", e.RestartBackoffMax)
+	if e.RestartBackoff > e.RestartBackoffMax && e.RestartBackoffMax > 0 {
+		v.errorf(p+".restart_backoff", "must not exceed restart_backoff_max (%s)", e.RestartBackoffMax)
+	}
+}
+
+func (v *validator) ready(p string, r *Ready) {
+	n := 0
+	for _, s := range []string{r.TCP, r.HTTP, r.Command} {
+		if s != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		msg := "exactly one check (tcp, http or command) required"
+		if n > 1 {
+			msg += ", not several"
+		}
+		v.errorf(p, "%s", msg)
+	}
+	if r.TCP != "" {
+		if _, _, msg := splitHostPort(r.TCP, 1); msg != "" {
+			v.errorf(p+".tcp", "%s", msg)
+		}
+	}
+	if r.HTTP != "" && !httpURL(r.HTTP) {
+		v.errorf(p+".http", "must be an http or https URL, not %s", quote(r.HTTP))
+	}
+	v.positive(p+".timeout", r.Timeout)
+	v.positive(p+".interval", r.Interval)
+}
+
+func (v *validator) positive(path string, d Duration) {
+	if d <= 0 {
+		v.errorf(path, "must be positive")
+	}
+}
+
+func (v *validator) oneOf(path, s string, allowed ...string) {
+	for _, a := range allowed {
+		if s == a {
+			return
+		}
+	}
+	v.errorf(path, "must be one of %s, not %s", strings.Join(allowed, ", "), quote(s))
+}
