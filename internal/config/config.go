@@ -37,7 +37,8 @@ type Config struct {
 	Kind Kind   `yaml:"kind"`
 	Name string `yaml:"name"`
 	Role Role   `yaml:"role"`
-	// Mode is the failover mode; only "manual" exists.
+	// Mode is how the node decides: "manual" for xivo (an operator starts
+	// and stops), "follow" for cc (it follows its XiVO).
 	Mode string `yaml:"mode"`
 	// InitialStatus is the status a node takes when its state directory is
 	// empty: "active" for a main, "inactive" for a standby unless set.
@@ -45,8 +46,10 @@ type Config struct {
 	// StateDir holds the durable state, the audit log and service logs.
 	StateDir string `yaml:"state_dir"`
 
-	Listen   Listen    `yaml:"listen"`
-	Peer     *Peer     `yaml:"peer"`
+	Listen Listen `yaml:"listen"`
+	Peer   *Peer  `yaml:"peer"`
+	// XiVO is the XiVO a cc node follows.
+	XiVO     *Follow   `yaml:"xivo"`
 	Auth     Auth      `yaml:"auth"`
 	Services []Service `yaml:"services"`
 	Log      Log       `yaml:"log"`
@@ -82,6 +85,20 @@ type Peer struct {
 	Timeout Duration `yaml:"timeout"`
 }
 
+// Follow is the XiVO a cc node follows: its services run while that XiVO
+// is Active.
+type Follow struct {
+	Name string `yaml:"name"`
+	URL  string `yaml:"url"`
+	// Token is a read-scoped bearer token accepted by the XiVO.
+	Token  Secret `yaml:"token"`
+	CAFile string `yaml:"ca_file"`
+	// PollInterval paces status polls while the event stream is down.
+	PollInterval Duration `yaml:"poll_interval"`
+	// Timeout bounds one status request.
+	Timeout Duration `yaml:"timeout"`
+}
+
 // Auth lists who may use the agent.
 type Auth struct {
 	Users  []User  `yaml:"users"`
@@ -114,6 +131,7 @@ type Service struct {
 	// Exactly one backend.
 	Exec    *Exec    `yaml:"exec"`
 	Command *Command `yaml:"command"`
+	Docker  *Docker  `yaml:"docker"`
 
 	Ready *Ready `yaml:"ready"`
 
@@ -144,6 +162,17 @@ type Command struct {
 	Start  string `yaml:"start"`
 	Stop   string `yaml:"stop"`
 	Status string `yaml:"status"`
+}
+
+// Docker drives a container through the Docker Engine API. Without a
+// ready check, the container is ready once it runs and, if it has a
+// healthcheck, is healthy.
+type Docker struct {
+	Container string `yaml:"container"`
+	// Socket is the engine's unix socket; /var/run/docker.sock if empty.
+	Socket string `yaml:"socket"`
+	// StopTimeout is the engine's grace before it kills the container.
+	StopTimeout Duration `yaml:"stop_timeout"`
 }
 
 // Ready says when a started service is ready. Exactly one check.

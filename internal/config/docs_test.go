@@ -41,9 +41,9 @@ func TestDocs_everyKey(t *testing.T) {
 		t.Fatalf("found only %d keys in Config: %v", len(paths), paths)
 	}
 	for _, p := range paths {
-		// The tables of exec, command and ready name their keys from there.
+		// The tables of exec, command, docker and ready name their keys from there.
 		name := p
-		for _, sub := range []string{"exec.", "command.", "ready."} {
+		for _, sub := range []string{"exec.", "command.", "docker.", "ready."} {
 			if strings.HasPrefix(p, "services[]."+sub) {
 				name = strings.TrimPrefix(p, "services[].")
 			}

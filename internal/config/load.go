@@ -31,6 +31,8 @@ const (
 	DefaultStopGrace         = Duration(10 * time.Second)
 	DefaultRestartBackoff    = Duration(500 * time.Millisecond)
 	DefaultRestartBackoffMax = Duration(30 * time.Second)
+	DefaultPollInterval      = Duration(time.Second)
+	DefaultDockerStopTimeout = Duration(10 * time.Second)
 )
 
 // Default returns a config holding the defaults of the top-level keys,
@@ -399,6 +401,16 @@ func setDefaults(c *Config, w *walker) {
 			*d = v
 		}
 	}
+	if c.Kind == KindCC && !w.explicit("mode") {
+		c.Mode = "follow"
+	}
+	if c.XiVO != nil {
+		def(&c.XiVO.PollInterval, "xivo.poll_interval", DefaultPollInterval)
+		def(&c.XiVO.Timeout, "xivo.timeout", DefaultPeerTimeout)
+	}
+	if c.InitialStatus == "" && c.Kind == KindCC {
+		c.InitialStatus = "inactive"
+	}
 	if c.InitialStatus == "" {
 		switch c.Role {
 		case RoleMain:
@@ -427,6 +439,9 @@ func setDefaults(c *Config, w *walker) {
 			def(&e.RestartBackoff, p+".exec.restart_backoff", DefaultRestartBackoff)
 			def(&e.RestartBackoffMax, p+".exec.restart_backoff_max", DefaultRestartBackoffMax)
 		}
+		if d := s.Docker; d != nil {
+			def(&d.StopTimeout, p+".docker.stop_timeout", DefaultDockerStopTimeout)
+		}
 	}
 }
 
@@ -445,6 +460,10 @@ func resolvePaths(c *Config, dir string) {
 	if p := c.Peer; p != nil {
 		abs(&p.CAFile)
 		abs(&p.Token.File)
+	}
+	if f := c.XiVO; f != nil {
+		abs(&f.CAFile)
+		abs(&f.Token.File)
 	}
 	for i := range c.Services {
 		if e := c.Services[i].Exec; e != nil {

@@ -197,12 +197,15 @@ func TestLoad_good(t *testing.T) {
 				Kind:          KindCC,
 				Name:          "cc-main",
 				Role:          RoleMain,
-				Mode:          "manual",
-				InitialStatus: "active",
+				Mode:          "follow",
+				InitialStatus: "inactive",
 				StateDir:      "/var/lib/resilience",
 				Listen:        Listen{Address: "localhost:8451"},
-				Services:      []Service{},
-				Log:           Log{Level: "info", Format: "text"},
+				XiVO: &Follow{Name: "xivo-main", URL: "https://10.0.0.1:8441",
+					Token:  Secret{File: "/etc/resilience/secrets/xivo.token"},
+					CAFile: "/etc/resilience/tls/ca.crt", PollInterval: sec(1), Timeout: sec(1)},
+				Services: []Service{},
+				Log:      Log{Level: "info", Format: "text"},
 			},
 		},
 		{
@@ -311,10 +314,10 @@ func TestLoad_bad(t *testing.T) {
 			"testdata/bad/duplicate-key.yaml:14: name: duplicate key (first at line 2)",
 		}},
 		{"two-backends.yaml", []string{
-			"testdata/bad/two-backends.yaml:13: services[1]: exactly one backend (exec or command) required, not both",
+			"testdata/bad/two-backends.yaml:13: services[1]: exactly one backend (exec, command or docker) required, not several",
 		}},
 		{"no-backend.yaml", []string{
-			"testdata/bad/no-backend.yaml:13: services[1]: exactly one backend (exec or command) required",
+			"testdata/bad/no-backend.yaml:13: services[1]: exactly one backend (exec, command or docker) required",
 		}},
 		{"bad-token-hash.yaml", []string{
 			`testdata/bad/bad-token-hash.yaml:16: auth.tokens[0].hash: must be "sha256:" and 64 lowercase hex digits: make one with resilience hash-token`,
@@ -408,6 +411,12 @@ const oneService = `services:
     command: {start: "true", stop: "true"}
 `
 
+// ccBase is a cc node without its xivo section.
+const ccBase = "kind: cc\nname: cc-main\nrole: main\nlisten:\n  address: 127.0.0.1:8451\n"
+
+// ccXiVO is the xivo section a cc config needs.
+const ccXiVO = "xivo:\n  name: xivo-main\n  url: http://127.0.0.2:8441\n  token: {env: CC_TOKEN}\n"
+
 func TestParse(t *testing.T) {
 	tests := []struct {
 		name string
@@ -438,9 +447,15 @@ func TestParse(t *testing.T) {
 			"f.yaml:7: peer.name: must differ from name"},
 		{"peer token env name", strings.Replace(base, "PEER_TOKEN", "PEER-TOKEN", 1) + oneService,
 			`f.yaml:9: peer.token.env: invalid environment variable name "PEER-TOKEN"`},
-		{"cc without services", strings.Replace(base, "kind: xivo", "kind: cc", 1), ""},
+		{"cc without services", ccBase + ccXiVO, ""},
+		{"cc without xivo", ccBase,
+			"f.yaml:1: xivo: required for kind cc (the XiVO it follows)"},
+		{"cc with a peer", strings.Replace(base, "kind: xivo", "kind: cc", 1) + ccXiVO,
+			"f.yaml:6: peer: not used by kind cc: a cc node follows its xivo, not the other cc"},
+		{"cc in manual mode", ccBase + ccXiVO + "mode: manual\n",
+			`f.yaml:10: mode: must be "follow" for kind cc (it follows its XiVO), not "manual"`},
 		{"edge without role", "kind: edge\nname: edge\nlisten: {address: \"localhost:80\"}\n", ""},
-		{"cc without role", "kind: cc\nname: cc\nlisten: {address: \"localhost:80\"}\n",
+		{"cc without role", "kind: cc\nname: cc\nlisten: {address: \"localhost:80\"}\n" + ccXiVO,
 			"f.yaml:1: role: required for kind cc (main or standby)"},
 		{"no kind", "name: x\nlisten: {address: \"localhost:80\"}\n", "f.yaml:1: kind: required"},
 		{"empty mapping", "{}\n", "f.yaml:1: kind: required\nf.yaml:1: name: required\nf.yaml:1: listen.address: required"},

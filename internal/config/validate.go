@@ -84,6 +84,7 @@ func (c *Config) validate() Errors {
 	v.node()
 	v.listen()
 	v.peer()
+	v.follow()
 	v.auth()
 	v.services()
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
@@ -110,7 +111,10 @@ func (v *validator) node() {
 	default:
 		v.errorf("role", "must be main or standby, not %s", quote(string(c.Role)))
 	}
-	if c.Mode != "manual" {
+	switch {
+	case c.Kind == KindCC && c.Mode != "follow":
+		v.errorf("mode", `must be "follow" for kind cc (it follows its XiVO), not %s`, quote(c.Mode))
+	case c.Kind != KindCC && c.Mode != "manual":
 		v.errorf("mode", `must be "manual" (the only mode), not %s`, quote(c.Mode))
 	}
 	switch c.InitialStatus {
@@ -209,6 +213,34 @@ func (v *validator) peer() {
 	v.positive("peer.timeout", p.Timeout)
 }
 
+func (v *validator) follow() {
+	c := v.c
+	f := c.XiVO
+	switch {
+	case c.Kind == KindCC && f == nil:
+		v.errorf("xivo", "required for kind cc (the XiVO it follows)")
+		return
+	case c.Kind != KindCC && f != nil:
+		v.errorf("xivo", "only for kind cc")
+		return
+	case f == nil:
+		return
+	}
+	if c.Peer != nil {
+		v.errorf("peer", "not used by kind cc: a cc node follows its xivo, not the other cc")
+	}
+	v.nodeName("xivo.name", f.Name)
+	switch {
+	case f.URL == "":
+		v.errorf("xivo.url", "required")
+	case !httpURL(f.URL):
+		v.errorf("xivo.url", "must be an http or https URL, not %s", quote(f.URL))
+	}
+	v.secret("xivo.token", f.Token)
+	v.positive("xivo.poll_interval", f.PollInterval)
+	v.positive("xivo.timeout", f.Timeout)
+}
+
 func (v *validator) secret(path string, s Secret) {
 	switch {
 	case s.IsZero():
@@ -304,13 +336,24 @@ func (v *validator) services() {
 		} else {
 			v.unique(p+".name", s.Name, "service name", true, names)
 		}
+		backends := 0
+		for _, set := range []bool{s.Exec != nil, s.Command != nil, s.Docker != nil} {
+			if set {
+				backends++
+			}
+		}
 		switch {
-		case s.Exec == nil && s.Command == nil:
-			v.errorf(p, "exactly one backend (exec or command) required")
-		case s.Exec != nil && s.Command != nil:
-			v.errorf(p, "exactly one backend (exec or command) required, not both")
+		case backends == 0:
+			v.errorf(p, "exactly one backend (exec, command or docker) required")
+		case backends > 1:
+			v.errorf(p, "exactly one backend (exec, command or docker) required, not several")
 		case s.Exec != nil:
 			v.exec(p+".exec", s.Exec)
+		case s.Docker != nil:
+			if s.Docker.Container == "" {
+				v.errorf(p+".docker.container", "required (the container's name)")
+			}
+			v.positive(p+".docker.stop_timeout", s.Docker.StopTimeout)
 		default:
 			if s.Command.Start == "" {
 				v.errorf(p+".command.start", "required")

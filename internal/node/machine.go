@@ -314,16 +314,16 @@ func (m *Machine) activate(req Request, peer Snapshot, peerErr error) error {
 	for i, s := range m.opts.Services {
 		m.setService(i, ServiceStarting, "")
 		if err := s.Unit.Start(m.ctx); err != nil {
-			// A service that would not start is stopped again, so that a
-			// hung process does not linger half-started.
-			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(m.ctx), 30*time.Second)
-			_ = s.Unit.Stop(stopCtx)
-			cancel()
-			m.setService(i, ServiceFailed, err.Error())
+			m.stopFailed(i, err)
+			m.settle(i) // the ones before it stay running: confirm them
 			m.mu.Lock()
 			return m.failLocked(req, "start", s.Name, err, begun)
 		}
 		m.setService(i, ServiceRunning, "")
+	}
+	if name, err := m.settle(len(m.opts.Services)); err != nil {
+		m.mu.Lock()
+		return m.failLocked(req, "start", name, err, begun)
 	}
 	if m.opts.Hooks != nil {
 		m.opts.Hooks.AfterStart(m.ctx)
@@ -331,6 +331,40 @@ func (m *Machine) activate(req Request, peer Snapshot, peerErr error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.finishLocked(req, "start", Active, begun)
+}
+
+// stopFailed stops a service that would not start, so that a hung process
+// does not linger half-started, and marks it failed.
+func (m *Machine) stopFailed(i int, cause error) {
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(m.ctx), 30*time.Second)
+	_ = m.opts.Services[i].Unit.Stop(stopCtx)
+	cancel()
+	m.setService(i, ServiceFailed, cause.Error())
+}
+
+// settler is a Unit whose Start returns before it knows that the service
+// survived its first moments (*service.Unit with an exec backend).
+type settler interface {
+	Settle(ctx context.Context) error
+}
+
+// settle confirms the first n services once they are all started, so that
+// their probations overlap instead of adding up. A service that died in
+// its probation is failed; the first one is returned.
+func (m *Machine) settle(n int) (failed string, err error) {
+	for i, s := range m.opts.Services[:n] {
+		st, ok := s.Unit.(settler)
+		if !ok {
+			continue
+		}
+		if serr := st.Settle(m.ctx); serr != nil {
+			m.stopFailed(i, serr)
+			if err == nil {
+				failed, err = s.Name, serr
+			}
+		}
+	}
+	return failed, err
 }
 
 // deactivate is the Stop transition: state on disk, hooks, then services

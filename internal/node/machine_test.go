@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -414,7 +413,7 @@ func waitFor(t *testing.T, cond func() bool) {
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal(fmt.Sprintf("condition not met within 5s"))
+			t.Fatal("condition not met within 5s")
 		}
 		time.Sleep(2 * time.Millisecond)
 	}

@@ -19,10 +19,11 @@ const (
 	DefaultStopTimeout   = 30 * time.Second
 )
 
-// firstPause is the pause after the first failed readiness attempt; pauses
-// then double up to ReadyInterval, so a fast service is seen ready within
-// milliseconds while a slow one is not polled in a tight loop.
-const firstPause = 5 * time.Millisecond
+// firstPause is the shortest pause between readiness attempts; pauses grow
+// with the time spent waiting, up to ReadyInterval, so a fast service is
+// seen ready within a millisecond or two while a slow one is not polled in
+// a tight loop.
+const firstPause = time.Millisecond
 
 // ErrTimeout matches, with errors.Is, the errors Start and Stop return when
 // the unit's own StartTimeout or StopTimeout runs out, so that a caller can
@@ -38,6 +39,18 @@ type Backend interface {
 	// Stop stops the service and returns once it is stopped. Stopping a
 	// stopped service is not an error.
 	Stop(ctx context.Context) error
+}
+
+// Settler is a Backend whose Start returns before it knows that the
+// service survived its first moments: a process that exits at once, on a
+// bad flag or a port in use.
+type Settler interface {
+	// Exited reports, without waiting, a death before Settle confirmed
+	// the service.
+	Exited() error
+	// Settle waits out the probation of the last Start, then confirms the
+	// service or reports how it died.
+	Settle(ctx context.Context) error
 }
 
 // Checker tells whether a started service is ready to serve.
@@ -130,7 +143,6 @@ func (u *Unit) Start(ctx context.Context) error {
 func (u *Unit) waitReady(ctx, sctx context.Context, begin time.Time, timeout time.Duration) error {
 	attemptTimeout := orDefault(u.ReadyTimeout, DefaultReadyTimeout)
 	interval := orDefault(u.ReadyInterval, DefaultReadyInterval)
-	pause := min(firstPause, interval)
 	var last error
 	for {
 		actx, cancel := context.WithTimeout(sctx, attemptTimeout)
@@ -144,6 +156,11 @@ func (u *Unit) waitReady(ctx, sctx context.Context, begin time.Time, timeout tim
 		if err == nil {
 			return nil
 		}
+		if st, ok := u.Backend.(Settler); ok {
+			if dead := st.Exited(); dead != nil {
+				return dead
+			}
+		}
 		// An attempt cut short by the overall deadline says less than the
 		// one before it, so keep the earlier reason if there is one.
 		if sctx.Err() == nil || last == nil {
@@ -151,8 +168,7 @@ func (u *Unit) waitReady(ctx, sctx context.Context, begin time.Time, timeout tim
 		}
 		if sctx.Err() == nil {
 			select {
-			case <-time.After(pause):
-				pause = min(2*pause, interval)
+			case <-time.After(pause(time.Since(begin), interval)):
 				continue
 			case <-sctx.Done():
 			}
@@ -162,6 +178,23 @@ func (u *Unit) waitReady(ctx, sctx context.Context, begin time.Time, timeout tim
 		}
 		return &TimeoutError{Op: "ready", After: timeout, Err: last}
 	}
+}
+
+// pause is the wait before the next readiness attempt: short at first, as
+// most services are ready within milliseconds and every pause adds to the
+// whole start, then growing with the time already spent, up to interval.
+func pause(elapsed, interval time.Duration) time.Duration {
+	return min(max(elapsed/4, firstPause), interval)
+}
+
+// Settle confirms that a started unit survived its first moments, for
+// backends whose Start returns before they know (see Settler). The node
+// settles all its units once they are started, so the waits overlap.
+func (u *Unit) Settle(ctx context.Context) error {
+	if st, ok := u.Backend.(Settler); ok {
+		return st.Settle(ctx)
+	}
+	return nil
 }
 
 // Stop stops the backend within StopTimeout, returning promptly at the

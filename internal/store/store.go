@@ -14,6 +14,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 var (
@@ -80,7 +81,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	path := filepath.Join(dir, "state.db")
 	db, err := bolt.Open(path, 0o640, &bolt.Options{Timeout: time.Second})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open store %s: locked by another process (is another agent running on this state_dir?)", path)
 	}
 	if err != nil {
@@ -193,13 +194,10 @@ func (s *Store) History(limit int, before uint64) ([]Entry, error) {
 		var k, v []byte
 		if before == 0 {
 			k, v = c.Last()
+		} else if k, _ = c.Seek(seqKey(before)); k == nil {
+			k, v = c.Last()
 		} else {
-			k, v = c.Seek(seqKey(before))
-			if k == nil {
-				k, v = c.Last()
-			} else {
-				k, v = c.Prev()
-			}
+			k, v = c.Prev()
 		}
 		for ; k != nil && len(out) < limit; k, v = c.Prev() {
 			var e Entry

@@ -106,7 +106,10 @@ type Backend struct {
 	cur *run // guarded by mu; nil when not started
 }
 
-var _ service.Backend = (*Backend)(nil)
+var (
+	_ service.Backend = (*Backend)(nil)
+	_ service.Settler = (*Backend)(nil)
+)
 
 // New returns a stopped Backend. It starts nothing.
 func New(opts Options) *Backend {
@@ -133,7 +136,8 @@ type run struct {
 
 	// guarded by b.mu
 	stopping  bool
-	confirmed bool  // Start saw the first process survive probation
+	confirmed bool  // Settle saw the first process survive probation
+	first     *proc // the process Start started
 	proc      *proc // the live process; nil while in backoff
 }
 
@@ -162,10 +166,12 @@ func (b *Backend) PID() int {
 // Running reports whether a process is running now.
 func (b *Backend) Running() bool { return b.PID() != 0 }
 
-// Start starts the process and supervises it until Stop. It returns once
-// the process is started and survived a short probation, so that a program
-// that fails at once (bad flag, port in use) fails Start. Starting a
-// started backend does nothing, even if its process is waiting to restart.
+// Start starts the process and supervises it until Stop. It returns as
+// soon as the process is started: whether it survived its first moments
+// (a program that fails at once: bad flag, port in use) is for Exited and
+// Settle to tell, so that starting many services does not wait out a
+// probation for each in turn. Starting a started backend does nothing,
+// even if its process is waiting to restart.
 func (b *Backend) Start(ctx context.Context) error {
 	if len(b.opts.Command) == 0 || b.opts.Command[0] == "" {
 		return errors.New("no command")
@@ -194,29 +200,65 @@ func (b *Backend) Start(ctx context.Context) error {
 		return s.err
 	}
 	b.mu.Lock()
+	r.first = s.p
 	b.cur = r
 	b.mu.Unlock()
+	return nil
+}
 
-	t := time.NewTimer(b.probation)
+// Exited reports, without waiting, that the process of the last Start
+// exited before Settle confirmed it, and how. Readiness checks call it so
+// that a program that died at once fails at once.
+func (b *Backend) Exited() error {
+	b.mu.Lock()
+	r := b.cur
+	dead := r != nil && !r.confirmed && r.first.exited
+	b.mu.Unlock()
+	if !dead {
+		return nil
+	}
+	return b.failStart(r)
+}
+
+// Settle waits until the process of the last Start has lived through its
+// probation, then confirms it: from then on a death means a restart. A
+// process gone by then failed to start, and Settle says how, quoting its
+// log.
+func (b *Backend) Settle(ctx context.Context) error {
+	b.mu.Lock()
+	r := b.cur
+	b.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	t := time.NewTimer(time.Until(r.first.started.Add(b.probation)))
 	defer t.Stop()
 	select {
-	case <-s.p.reaped:
+	case <-r.first.reaped:
 	case <-t.C:
 	case <-ctx.Done():
-		err := r.halt(ctx)
-		b.clear()
-		return err
+		return ctx.Err()
 	}
 	b.mu.Lock()
-	if !s.p.exited {
+	if !r.first.exited || r.confirmed {
 		r.confirmed = true
 		b.mu.Unlock()
 		return nil
 	}
 	b.mu.Unlock()
-	<-r.done // not confirmed: the supervisor gives up on its own
-	b.clear()
-	return fmt.Errorf("exited at once: %w", b.exitError(s.p))
+	return b.failStart(r)
+}
+
+// failStart ends a run whose first process died unconfirmed: its
+// supervisor gives up on its own.
+func (b *Backend) failStart(r *run) error {
+	<-r.done
+	b.mu.Lock()
+	if b.cur == r {
+		b.cur = nil
+	}
+	b.mu.Unlock()
+	return fmt.Errorf("exited at once: %w", b.exitError(r.first))
 }
 
 // Stop stops supervision, sends SIGTERM to the process group, and SIGKILL

@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 
 func agentMain() {
 	b := New(Options{Command: []string{"sleep", "60"}})
-	if err := b.Start(context.Background()); err != nil {
+	if err := startSettle(b); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -54,10 +54,18 @@ const slowStart = 2 * time.Second
 func start(t *testing.T, opts Options) *Backend {
 	t.Helper()
 	b := newBackend(t, opts)
-	if err := b.Start(context.Background()); err != nil {
+	if err := startSettle(b); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
 	return b
+}
+
+// startSettle starts b and waits out its probation, as the node does.
+func startSettle(b *Backend) error {
+	if err := b.Start(context.Background()); err != nil {
+		return err
+	}
+	return b.Settle(context.Background())
 }
 
 // newBackend returns a Backend stopped when the test ends.
@@ -166,7 +174,7 @@ func TestBackend_Start(t *testing.T) {
 		if b.Running() || b.PID() != 0 {
 			t.Fatal("running before Start")
 		}
-		if err := b.Start(context.Background()); err != nil {
+		if err := startSettle(b); err != nil {
 			t.Fatalf("Start: %v", err)
 		}
 		pid := b.PID()
@@ -184,7 +192,7 @@ func TestBackend_Start(t *testing.T) {
 	t.Run("twice", func(t *testing.T) {
 		b := start(t, Options{Command: []string{"sleep", "60"}})
 		pid := b.PID()
-		if err := b.Start(context.Background()); err != nil {
+		if err := startSettle(b); err != nil {
 			t.Fatalf("second Start: %v", err)
 		}
 		if b.PID() != pid {
@@ -198,7 +206,7 @@ func TestBackend_Start(t *testing.T) {
 		if err := b.Stop(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Start(context.Background()); err != nil {
+		if err := startSettle(b); err != nil {
 			t.Fatal(err)
 		}
 		if b.PID() == 0 || b.PID() == first {
@@ -208,7 +216,7 @@ func TestBackend_Start(t *testing.T) {
 
 	t.Run("program not found", func(t *testing.T) {
 		b := newBackend(t, Options{Command: []string{"no-such-program-for-resilience-tests"}})
-		err := b.Start(context.Background())
+		err := startSettle(b)
 		if err == nil || !strings.Contains(err.Error(), "executable file not found") {
 			t.Fatalf("Start: %v, want not found", err)
 		}
@@ -235,7 +243,7 @@ func TestBackend_Start(t *testing.T) {
 		})
 		b.probation = slowStart
 		for i := range 2 { // a failed Start leaves it stopped, ready to try again
-			err := b.Start(context.Background())
+			err := startSettle(b)
 			if want := "exited at once: exit status 3: starting; bad flag"; err == nil || err.Error() != want {
 				t.Fatalf("Start %d: %v, want %q", i, err, want)
 			}
@@ -253,7 +261,7 @@ func TestBackend_Start(t *testing.T) {
 		}
 		b := newBackend(t, Options{Command: sh("exit 2"), LogFile: log})
 		b.probation = slowStart
-		err := b.Start(context.Background())
+		err := startSettle(b)
 		if want := "exited at once: exit status 2"; err == nil || err.Error() != want {
 			t.Fatalf("Start: %v, want %q", err, want)
 		}
@@ -263,10 +271,32 @@ func TestBackend_Start(t *testing.T) {
 		}
 	})
 
+	t.Run("Start does not wait out the probation; Exited tells early", func(t *testing.T) {
+		b := newBackend(t, Options{Command: sh("exit 4")})
+		b.probation = time.Hour
+		begun := time.Now()
+		if err := b.Start(context.Background()); err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		if d := time.Since(begun); d > time.Second {
+			t.Fatalf("Start took %s", d)
+		}
+		deadline := time.Now().Add(wait)
+		for b.Exited() == nil {
+			if time.Now().After(deadline) {
+				t.Fatal("Exited never reported the death")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if b.Running() {
+			t.Fatal("running after Exited reported the death")
+		}
+	})
+
 	t.Run("exits at once with status 0", func(t *testing.T) {
 		b := newBackend(t, Options{Command: []string{"true"}})
 		b.probation = slowStart
-		if err := b.Start(context.Background()); err == nil || err.Error() != "exited at once: exit status 0" {
+		if err := startSettle(b); err == nil || err.Error() != "exited at once: exit status 0" {
 			t.Fatalf("Start: %v", err)
 		}
 	})
@@ -275,7 +305,7 @@ func TestBackend_Start(t *testing.T) {
 		log := filepath.Join(t.TempDir(), "var", "log", "svc.log")
 		b := newBackend(t, Options{Command: sh("echo to stdout; echo to stderr >&2; exec sleep 60"), LogFile: log})
 		for i := range 2 {
-			if err := b.Start(context.Background()); err != nil {
+			if err := startSettle(b); err != nil {
 				t.Fatal(err)
 			}
 			logHas(t, log, strings.Repeat("to stdout\nto stderr\n", i+1))
@@ -498,7 +528,7 @@ func TestBackend_Stop(t *testing.T) {
 			}
 		})
 		for i := range 8 {
-			if err := b.Start(context.Background()); err != nil {
+			if err := startSettle(b); err != nil {
 				t.Fatalf("Start %d: %v", i, err)
 			}
 			time.Sleep(time.Duration(i%4) * 70 * time.Millisecond)
@@ -577,7 +607,7 @@ func TestBackend_restart(t *testing.T) {
 			OnEvent: ev.on,
 		})
 		b.stableAfter = 100 * time.Millisecond
-		if err := b.Start(context.Background()); err != nil {
+		if err := startSettle(b); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = b.Stop(context.Background()) })
@@ -642,7 +672,7 @@ func TestBackend_restart(t *testing.T) {
 			t.Fatal("running while waiting to restart")
 		}
 		// Started, though waiting: Start does nothing.
-		if err := b.Start(context.Background()); err != nil || b.Running() {
+		if err := startSettle(b); err != nil || b.Running() {
 			t.Fatalf("Start during backoff: %v, running %v", err, b.Running())
 		}
 		begin := time.Now()
