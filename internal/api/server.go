@@ -224,7 +224,12 @@ type TransitionError struct {
 func (s *Server) transitionResult(w http.ResponseWriter, r *http.Request, snap node.Snapshot, err error) {
 	var code int
 	var kind string
+	var following *node.FollowingError
 	switch {
+	case err != nil && errors.As(err, &following):
+		code, kind = http.StatusConflict, "following"
+		writeJSON(w, code, TransitionError{Error: ErrorBody{Code: kind, Message: err.Error()}})
+		return
 	case err == nil:
 		writeJSON(w, http.StatusOK, snap)
 		return

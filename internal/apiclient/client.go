@@ -28,6 +28,9 @@ type Client struct {
 	base  string
 	token string
 	hc    *http.Client
+	// stream carries event streams, each on a connection of its own that
+	// is never pooled: a stream holds it for its whole life anyway.
+	stream *http.Client
 }
 
 // Options tune a Client.
@@ -56,14 +59,19 @@ func New(baseURL, token string, opts Options) (*Client, error) {
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, hc: &http.Client{Transport: tr}}, nil
+	str := tr.Clone()
+	str.DisableKeepAlives = true
+	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, hc: &http.Client{Transport: tr}, stream: &http.Client{Transport: str}}, nil
 }
 
 // URL is the agent's base URL.
 func (c *Client) URL() string { return c.base }
 
 // CloseIdle releases idle connections.
-func (c *Client) CloseIdle() { c.hc.CloseIdleConnections() }
+func (c *Client) CloseIdle() {
+	c.hc.CloseIdleConnections()
+	c.stream.CloseIdleConnections()
+}
 
 // Error is an error answered by the agent.
 type Error struct {
@@ -158,9 +166,10 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 }
 
 // Events follows the agent's event stream and calls fn with every status,
-// until ctx ends or the stream fails. A stream silent for longer than idle
-// (heartbeats included) counts as failed, so a dead peer is noticed.
-func (c *Client) Events(parent context.Context, idle time.Duration, fn func(node.Snapshot)) error {
+// and beat (when not nil) at every heartbeat, until ctx ends or the stream
+// fails. A stream silent for longer than idle (heartbeats included) counts
+// as failed, so a dead agent is noticed.
+func (c *Client) Events(parent context.Context, idle time.Duration, fn func(node.Snapshot), beat func()) error {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	req, err := http.NewRequestWithContext(ctx, "GET", c.base+"/api/v1/events", nil)
@@ -171,7 +180,7 @@ func (c *Client) Events(parent context.Context, idle time.Duration, fn func(node
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.stream.Do(req)
 	if err != nil {
 		return err
 	}
@@ -199,6 +208,10 @@ func (c *Client) Events(parent context.Context, idle time.Duration, fn func(node
 				fn(s)
 			}
 			event, data = "", data[:0]
+		case line[0] == ':':
+			if beat != nil {
+				beat()
+			}
 		case bytes.HasPrefix(line, []byte("event:")):
 			event = strings.TrimSpace(string(line[len("event:"):]))
 		case bytes.HasPrefix(line, []byte("data:")):

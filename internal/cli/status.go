@@ -56,6 +56,16 @@ func printStatus(w io.Writer, s node.Snapshot, now time.Time) {
 			fmt.Fprintf(w, "Peer:     %s %s, epoch %d (observed %s ago)\n", p.Name, p.Status, p.Epoch, ago(now, p.ObservedAt))
 		}
 	}
+	if f := s.Followed; f != nil {
+		switch {
+		case f.Error != "":
+			fmt.Fprintf(w, "Follows:  %s unreachable since %s: %s\n", f.Name, f.UnreachableSince.Local().Format("15:04:05"), f.Error)
+		case f.ObservedAt.IsZero():
+			fmt.Fprintf(w, "Follows:  %s not observed yet\n", f.Name)
+		default:
+			fmt.Fprintf(w, "Follows:  %s %s, epoch %d (via %s, confirmed %s ago)\n", f.Name, f.Status, f.Epoch, f.Via, ago(now, f.ObservedAt))
+		}
+	}
 	if s.Takeover != nil {
 		fmt.Fprintf(w, "Takeover: from %s (epoch %d) at %s\n", s.Takeover.From, s.Takeover.PeerEpoch, s.Takeover.At.Local().Format("15:04:05"))
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,6 +46,9 @@ type Options struct {
 	// ReadyDelay makes every sample service wait before it listens, for
 	// drills that need a slow start.
 	ReadyDelay time.Duration
+	// XiVOURL, when set, gives the URL a cc node uses to reach its XiVO
+	// (tests put a fault proxy there).
+	XiVOURL func(cc, url string) string
 }
 
 // Info is lab.json: what scripts need to drive the lab.
@@ -78,12 +82,18 @@ type Lab struct {
 	exits map[string]chan struct{}
 }
 
+// CCServices mimic the containers of XiVO CC.
+var CCServices = []string{"xuc", "xucmgt"}
+
 // DefaultServices mimic the telephony stack `xivo-service` manages.
 var DefaultServices = []string{"consul", "xivo-confd", "asterisk", "xivo-agid", "xivo-ctid", "xivo-dird"}
 
 type plan struct {
-	name, kind, role, ip, peer string
-	port                       int
+	name, kind, role, ip string
+	// peer is the other xivo of the pair; follows the xivo a cc follows.
+	peer, follows string
+	port          int
+	services      []string
 }
 
 // Start writes the configs, starts every node and waits until the Main is
@@ -115,17 +125,18 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 	l.Info.ReadToken = auth.NewToken()
 
 	plans := []plan{
-		{name: "xivo-main", kind: "xivo", role: "main", ip: "127.0.0.2", peer: "xivo-standby", port: opts.BasePort + 1},
-		{name: "xivo-standby", kind: "xivo", role: "standby", ip: "127.0.0.3", peer: "xivo-main", port: opts.BasePort + 2},
+		{name: "xivo-main", kind: "xivo", role: "main", ip: "127.0.0.2", peer: "xivo-standby", port: opts.BasePort + 1, services: opts.Services},
+		{name: "xivo-standby", kind: "xivo", role: "standby", ip: "127.0.0.3", peer: "xivo-main", port: opts.BasePort + 2, services: opts.Services},
+		{name: "cc-main", kind: "cc", role: "main", ip: "127.0.0.4", follows: "xivo-main", port: opts.BasePort + 3, services: CCServices},
+		{name: "cc-standby", kind: "cc", role: "standby", ip: "127.0.0.5", follows: "xivo-standby", port: opts.BasePort + 4, services: CCServices},
 	}
 	if err := l.write(plans); err != nil {
 		return nil, err
 	}
-	// Standby nodes first, so that the Main's check of its peer at its
-	// first start finds the Standby up and Inactive.
-	for i := len(l.Info.Nodes) - 1; i >= 0; i-- {
-		n := l.Info.Nodes[i]
-		if err := l.startNode(n.Name); err != nil {
+	// The Standby XiVO first, so that the Main's check of its peer at its
+	// first start finds it up and Inactive; the CC after their XiVO.
+	for _, name := range []string{"xivo-standby", "xivo-main", "cc-main", "cc-standby"} {
+		if err := l.startNode(name); err != nil {
 			l.Stop(context.Background())
 			return nil, err
 		}
@@ -154,9 +165,11 @@ func (l *Lab) write(plans []plan) error {
 	if err != nil {
 		return err
 	}
-	peerToken := auth.NewToken()
-	if err := os.WriteFile(filepath.Join(dir, "secrets", "peer.token"), []byte(peerToken+"\n"), 0o600); err != nil {
-		return err
+	peerToken, ccToken := auth.NewToken(), auth.NewToken()
+	for file, tok := range map[string]string{"peer.token": peerToken, "cc.token": ccToken} {
+		if err := os.WriteFile(filepath.Join(dir, "secrets", file), []byte(tok+"\n"), 0o600); err != nil {
+			return err
+		}
 	}
 	urls := map[string]string{}
 	for _, p := range plans {
@@ -168,16 +181,29 @@ func (l *Lab) write(plans []plan) error {
 		}
 		var b strings.Builder
 		fmt.Fprintf(&b, "# Written by `resilience lab`: node %s of the lab deployment.\n", p.name)
-		fmt.Fprintf(&b, "kind: %s\nname: %s\nrole: %s\nmode: manual\nstate_dir: %s/state\n", p.kind, p.name, p.role, p.name)
+		fmt.Fprintf(&b, "kind: %s\nname: %s\nrole: %s\nstate_dir: %s/state\n", p.kind, p.name, p.role, p.name)
 		fmt.Fprintf(&b, "listen:\n  address: %s:%d\n", p.ip, p.port)
-		fmt.Fprintf(&b, "peer:\n  name: %s\n  url: %s\n  token:\n    file: secrets/peer.token\n  timeout: 1s\n", p.peer, urls[p.peer])
+		if p.peer != "" {
+			fmt.Fprintf(&b, "peer:\n  name: %s\n  url: %s\n  token:\n    file: secrets/peer.token\n  timeout: 1s\n", p.peer, urls[p.peer])
+		}
+		if p.follows != "" {
+			url := urls[p.follows]
+			if l.opts.XiVOURL != nil {
+				url = l.opts.XiVOURL(p.name, url)
+			}
+			fmt.Fprintf(&b, "# Follows its XiVO: services run while %s is Active.\n", p.follows)
+			fmt.Fprintf(&b, "xivo:\n  name: %s\n  url: %s\n  token:\n    file: secrets/cc.token\n  poll_interval: 500ms\n", p.follows, url)
+		}
 		fmt.Fprintf(&b, "auth:\n  users:\n    - name: admin\n      password_hash: %q\n      role: admin\n", pwHash)
 		fmt.Fprintf(&b, "  tokens:\n")
 		fmt.Fprintf(&b, "    - {name: lab-operator, scope: operate, hash: %q}\n", auth.HashToken(l.Info.Token))
 		fmt.Fprintf(&b, "    - {name: lab-reader, scope: read, hash: %q}\n", auth.HashToken(l.Info.ReadToken))
-		fmt.Fprintf(&b, "    - {name: %s, scope: read, hash: %q}\n", p.peer, auth.HashToken(peerToken))
+		if p.peer != "" {
+			fmt.Fprintf(&b, "    - {name: %s, scope: read, hash: %q}\n", p.peer, auth.HashToken(peerToken))
+			fmt.Fprintf(&b, "    - {name: cc, scope: read, hash: %q}\n", auth.HashToken(ccToken))
+		}
 		fmt.Fprintf(&b, "services:\n")
-		for i, svc := range l.opts.Services {
+		for i, svc := range p.services {
 			addr := net.JoinHostPort(p.ip, strconv.Itoa(l.opts.BasePort+20+i))
 			fmt.Fprintf(&b, "  - name: %s\n    exec:\n      command: [%q, sample-service, --listen, %q, --text, %q, --delay, %q]\n      stop_grace: 2s\n",
 				svc, l.opts.Binary, addr, svc+" on "+p.name, l.opts.ReadyDelay.String())
@@ -207,6 +233,19 @@ func (l *Lab) Node(name string) (NodeInfo, bool) {
 		}
 	}
 	return NodeInfo{}, false
+}
+
+// ServiceAddr is the address of a node's i-th sample service.
+func (l *Lab) ServiceAddr(name string, i int) string {
+	n, ok := l.Node(name)
+	if !ok {
+		panic("lab: no node " + name)
+	}
+	u, err := url.Parse(n.URL)
+	if err != nil {
+		panic(err)
+	}
+	return net.JoinHostPort(u.Hostname(), strconv.Itoa(l.opts.BasePort+20+i))
 }
 
 // Client returns an operate-scoped client for a node.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -100,13 +99,7 @@ func answer(addr string) (string, error) {
 	return strings.TrimSpace(string(b)), err
 }
 
-func serviceAddr(l *Lab, nodeName string, i int) string {
-	ip := "127.0.0.2"
-	if nodeName == "xivo-standby" {
-		ip = "127.0.0.3"
-	}
-	return net.JoinHostPort(ip, strconv.Itoa(l.opts.BasePort+20+i))
-}
+func serviceAddr(l *Lab, nodeName string, i int) string { return l.ServiceAddr(nodeName, i) }
 
 func history(t *testing.T, c *apiclient.Client) string {
 	t.Helper()

@@ -61,8 +61,11 @@ type Options struct {
 	PeerTimeout time.Duration
 	Store       Store
 	Hooks       Hooks
-	Metrics     *Metrics
-	Logger      *slog.Logger
+	// Follows names the XiVO a cc node follows: only its follower may then
+	// start and stop services, and the epoch is the XiVO's.
+	Follows string
+	Metrics *Metrics
+	Logger  *slog.Logger
 }
 
 // Request is an operator's Start or Stop.
@@ -72,6 +75,11 @@ type Request struct {
 	Reason string
 	// Force starts even when the peer is Active: a takeover.
 	Force bool
+	// Epoch, when set, is the epoch an activation takes instead of one more
+	// than the pair's highest: a cc node takes its XiVO's.
+	Epoch uint64
+	// Follower marks the requests of a cc node's follower.
+	Follower bool
 }
 
 // SystemActor names the agent itself in the audit log.
@@ -197,6 +205,9 @@ func (m *Machine) Close(ctx context.Context) error {
 // StartServices activates the node and returns once the transition ended
 // (or ctx ended: the transition goes on).
 func (m *Machine) StartServices(ctx context.Context, req Request) (Snapshot, error) {
+	if err := m.following(req, "start"); err != nil {
+		return m.Snapshot(), err
+	}
 	m.mu.Lock()
 	if m.busy {
 		m.auditLocked(req, "start", "refused", ErrTransitionInProgress.Error())
@@ -204,6 +215,15 @@ func (m *Machine) StartServices(ctx context.Context, req Request) (Snapshot, err
 		return m.Snapshot(), ErrTransitionInProgress
 	}
 	if m.snap.Status == Active && m.snap.Desired == Active {
+		if req.Epoch > 0 && req.Epoch != m.snap.Epoch {
+			// A cc node whose XiVO went through Stop and Start while the
+			// stream coalesced them: serve on, under the new epoch.
+			m.snap.Epoch = req.Epoch
+			err := m.persistLocked(m.entryLocked(req, "start", "epoch", fmt.Sprintf("already active: epoch now %d", req.Epoch)))
+			m.publishLocked()
+			m.mu.Unlock()
+			return m.Snapshot(), err
+		}
 		m.auditLocked(req, "start", "noop", "already active")
 		m.mu.Unlock()
 		return m.Snapshot(), nil
@@ -226,6 +246,9 @@ func (m *Machine) StartServices(ctx context.Context, req Request) (Snapshot, err
 // StopServices deactivates the node and returns once the transition ended
 // (or ctx ended: the transition goes on).
 func (m *Machine) StopServices(ctx context.Context, req Request) (Snapshot, error) {
+	if err := m.following(req, "stop"); err != nil {
+		return m.Snapshot(), err
+	}
 	m.mu.Lock()
 	if m.busy {
 		m.auditLocked(req, "stop", "refused", ErrTransitionInProgress.Error())
@@ -240,6 +263,18 @@ func (m *Machine) StopServices(ctx context.Context, req Request) (Snapshot, erro
 	m.busy = true
 	m.mu.Unlock()
 	return m.run(ctx, func() error { return m.deactivate(req) })
+}
+
+// following refuses an operator's request on a node that follows its XiVO.
+func (m *Machine) following(req Request, action string) error {
+	if m.opts.Follows == "" || req.Follower {
+		return nil
+	}
+	err := &FollowingError{Node: m.opts.Name, XiVO: m.opts.Follows}
+	m.mu.Lock()
+	m.auditLocked(req, action, "refused", err.Error())
+	m.mu.Unlock()
+	return err
 }
 
 // run runs a transition on the Machine's goroutine; busy is already set.
@@ -288,7 +323,11 @@ func (m *Machine) activate(req Request, peer Snapshot, peerErr error) error {
 	if peerErr != nil && m.snap.Peer != nil {
 		peerEpoch = max(peerEpoch, m.snap.Peer.Epoch)
 	}
-	m.snap.Epoch = max(m.snap.Epoch, peerEpoch) + 1
+	if req.Epoch > 0 {
+		m.snap.Epoch = req.Epoch
+	} else {
+		m.snap.Epoch = max(m.snap.Epoch, peerEpoch) + 1
+	}
 	m.peerWarnAtStart = nil
 	m.stayedInactive = nil
 	m.snap.Takeover = nil
@@ -304,6 +343,9 @@ func (m *Machine) activate(req Request, peer Snapshot, peerErr error) error {
 		msg = w.Message
 	case peerErr == nil:
 		msg = fmt.Sprintf("peer %s is %s at epoch %d", peer.Name, peer.Status, peer.Epoch)
+	}
+	if req.Follower {
+		msg = "" // the reason says it all
 	}
 	m.setStatusLocked(Activating, Active, req, "start")
 	if err := m.persistLocked(m.entryLocked(req, "start", "begun", msg)); err != nil {
@@ -504,6 +546,14 @@ func (m *Machine) ServiceEvent(name, kind string, cause error) {
 	m.publishLocked()
 }
 
+// ObserveFollowed records what a cc node knows of its XiVO.
+func (m *Machine) ObserveFollowed(f Followed) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.snap.Followed = &f
+	m.publishLocked()
+}
+
 // ObservePeer records the peer's status, or why it could not be read.
 func (m *Machine) ObservePeer(s Snapshot, err error) {
 	m.mu.Lock()
@@ -538,6 +588,11 @@ func (m *Machine) warningsLocked() []Warning {
 	}
 	if m.peerWarnAtStart != nil {
 		ws = append(ws, *m.peerWarnAtStart)
+	}
+	if f := m.snap.Followed; f != nil && f.Error != "" {
+		ws = append(ws, Warning{Code: WarnXiVOUnreachable, Since: f.UnreachableSince,
+			Message: fmt.Sprintf("%s unreachable since %s: keeping services as they are (%s)",
+				f.Name, f.UnreachableSince.Local().Format("15:04:05"), f.Error)})
 	}
 	p := m.snap.Peer
 	if p == nil {
@@ -609,6 +664,10 @@ func (m *Machine) copyLocked() Snapshot {
 	if m.snap.Peer != nil {
 		p := *m.snap.Peer
 		s.Peer = &p
+	}
+	if m.snap.Followed != nil {
+		f := *m.snap.Followed
+		s.Followed = &f
 	}
 	return s
 }

@@ -54,7 +54,10 @@ func (m *Machine) recover() {
 	default:
 		msg = fmt.Sprintf("agent restarted (was %s at epoch %d): converging to %s", st.Status, st.Epoch, desired)
 	}
-	req := Request{Actor: SystemActor, Reason: "recover"}
+	req := Request{Actor: SystemActor, Reason: "recover", Follower: true}
+	if m.opts.Follows != "" {
+		req.Epoch = st.Epoch // the XiVO's, until the follower learns a newer one
+	}
 	m.mu.Lock()
 	m.auditLocked(req, "recover", "begun", msg)
 	m.mu.Unlock()

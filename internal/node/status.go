@@ -61,6 +61,8 @@ type Snapshot struct {
 	// Takeover is set when this node was started by force while its peer
 	// was Active.
 	Takeover *Takeover `json:"takeover,omitempty"`
+	// Followed is the XiVO a cc node follows, as last observed.
+	Followed *Followed `json:"followed,omitempty"`
 	Warnings []Warning `json:"warnings"`
 }
 
@@ -92,6 +94,24 @@ type PeerView struct {
 	Error string `json:"error,omitempty"`
 }
 
+// Followed is what a cc node knows of the XiVO it follows, and how fresh
+// that knowledge is.
+type Followed struct {
+	Name    string `json:"name"`
+	Status  Status `json:"status,omitempty"`
+	Desired Status `json:"desired,omitempty"`
+	Epoch   uint64 `json:"epoch,omitempty"`
+	// ObservedAt is when the XiVO last confirmed its status (an event, a
+	// heartbeat of the stream, or a poll).
+	ObservedAt time.Time `json:"observed_at,omitzero"`
+	// Via is "events" while the event stream is up, "poll" while it is
+	// down and polls answer.
+	Via string `json:"via,omitempty"`
+	// Error is set while the XiVO cannot be reached, since UnreachableSince.
+	Error            string    `json:"error,omitempty"`
+	UnreachableSince time.Time `json:"unreachable_since,omitzero"`
+}
+
 // Takeover records a forced Start against an Active peer.
 type Takeover struct {
 	From      string    `json:"from"`
@@ -115,6 +135,7 @@ const (
 	WarnPeerStillActive        = "peer_still_active"
 	WarnBothActive             = "both_active"
 	WarnPeerUnreachable        = "peer_unreachable"
+	WarnXiVOUnreachable        = "xivo_unreachable"
 )
 
 // ErrTransitionInProgress refuses a request while another transition runs.
@@ -126,6 +147,16 @@ var ErrPeerActive = errors.New("peer is active")
 // ErrTransitionFailed is matched by the error of a Start or Stop that ended
 // in the failed status.
 var ErrTransitionFailed = errors.New("transition failed")
+
+// FollowingError refuses an operator's Start or Stop on a node that
+// follows its XiVO.
+type FollowingError struct {
+	Node, XiVO string
+}
+
+func (e *FollowingError) Error() string {
+	return fmt.Sprintf("%s follows %s: start or stop services on %s, and %s follows", e.Node, e.XiVO, e.XiVO, e.Node)
+}
 
 // PeerActiveError refuses a Start while the peer serves.
 type PeerActiveError struct {
