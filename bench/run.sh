@@ -112,6 +112,7 @@ bench start --cycles "$CYCLES" --timeout 150s
 bench status --duration "${WRK_SECONDS}s" --timeout 90s
 bench sse --rounds "$ROUNDS" --subscribers 100 --timeout 90s
 bench memory --timeout 60s
+bench cc --cycles "$CYCLES" --timeout 120s
 
 echo
 echo "== summary ($((SECONDS - started))s, load before $load_before, after $(cut -d' ' -f1-3 /proc/loadavg))"

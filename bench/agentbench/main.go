@@ -9,6 +9,7 @@
 //	agentbench status --bin B --peer-bin P --dir D ...
 //	agentbench sse    --bin B --dir D ...
 //	agentbench memory --bin B --peer-bin P --dir D ...
+//	agentbench cc     --bin B --dir D ...
 //
 // Every process it starts is recorded in --pidfile (for the caller's
 // cleanup) and killed before it returns, on success, error or signal. All
@@ -43,7 +44,7 @@ type options struct {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: agentbench start|status|sse|memory [flags]")
+		fmt.Fprintln(os.Stderr, "usage: agentbench start|status|sse|memory|cc [flags]")
 		os.Exit(2)
 	}
 	name := os.Args[1]
@@ -83,6 +84,8 @@ func main() {
 		run = benchSSE
 	case "memory":
 		run = benchMemory
+	case "cc":
+		run = benchCC
 	default:
 		fmt.Fprintf(os.Stderr, "agentbench: unknown benchmark %q\n", name)
 		os.Exit(2)
