@@ -49,10 +49,14 @@ type Config struct {
 	Listen Listen `yaml:"listen"`
 	Peer   *Peer  `yaml:"peer"`
 	// XiVO is the XiVO a cc node follows.
-	XiVO     *Follow   `yaml:"xivo"`
-	Auth     Auth      `yaml:"auth"`
-	Services []Service `yaml:"services"`
-	Log      Log       `yaml:"log"`
+	XiVO *Follow `yaml:"xivo"`
+	// Trunk lists the MDS a xivo node registers its SIP trunk to.
+	Trunk *Trunk `yaml:"trunk"`
+	// Registrar is an mds node's SIP registrar.
+	Registrar *Registrar `yaml:"registrar"`
+	Auth      Auth       `yaml:"auth"`
+	Services  []Service  `yaml:"services"`
+	Log       Log        `yaml:"log"`
 
 	// lines maps key paths to the line they were read from, for the
 	// messages of Validate; nil for a config built in Go.
@@ -97,6 +101,43 @@ type Follow struct {
 	PollInterval Duration `yaml:"poll_interval"`
 	// Timeout bounds one status request.
 	Timeout Duration `yaml:"timeout"`
+}
+
+// Trunk is the XDS deployment seen from a xivo node: while Active, it
+// registers to every MDS.
+type Trunk struct {
+	// LocalIP is the address REGISTERs are sent from and the Contact
+	// names; the host of listen.address if empty.
+	LocalIP string `yaml:"local_ip"`
+	MDS     []MDS  `yaml:"mds"`
+}
+
+// MDS is one media server's registrar, as a xivo node registers to it.
+type MDS struct {
+	Name string `yaml:"name"`
+	// Registrar is a SIP URI: "sip:10.0.2.1:5060" or with
+	// ";transport=tcp".
+	Registrar string   `yaml:"registrar"`
+	Username  string   `yaml:"username"`
+	Password  Secret   `yaml:"password"`
+	Expiry    Duration `yaml:"expiry"`
+}
+
+// Registrar is an mds node's registrar for the trunk from the XiVO.
+type Registrar struct {
+	UDP            string      `yaml:"udp"`
+	TCP            string      `yaml:"tcp"`
+	Realm          string      `yaml:"realm"`
+	Users          []TrunkUser `yaml:"users"`
+	MinExpires     Duration    `yaml:"min_expires"`
+	MaxExpires     Duration    `yaml:"max_expires"`
+	DefaultExpires Duration    `yaml:"default_expires"`
+}
+
+// TrunkUser is a credential the registrar accepts.
+type TrunkUser struct {
+	Username string `yaml:"username"`
+	Password Secret `yaml:"password"`
 }
 
 // Auth lists who may use the agent.

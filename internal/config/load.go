@@ -33,6 +33,9 @@ const (
 	DefaultRestartBackoffMax = Duration(30 * time.Second)
 	DefaultPollInterval      = Duration(time.Second)
 	DefaultDockerStopTimeout = Duration(10 * time.Second)
+	DefaultTrunkExpiry       = Duration(300 * time.Second)
+	DefaultMinExpires        = Duration(60 * time.Second)
+	DefaultMaxExpires        = Duration(3600 * time.Second)
 )
 
 // Default returns a config holding the defaults of the top-level keys,
@@ -404,6 +407,19 @@ func setDefaults(c *Config, w *walker) {
 	if c.Kind == KindCC && !w.explicit("mode") {
 		c.Mode = "follow"
 	}
+	if t := c.Trunk; t != nil {
+		for i := range t.MDS {
+			def(&t.MDS[i].Expiry, index("trunk.mds", i)+".expiry", DefaultTrunkExpiry)
+		}
+	}
+	if r := c.Registrar; r != nil {
+		def(&r.MinExpires, "registrar.min_expires", DefaultMinExpires)
+		def(&r.MaxExpires, "registrar.max_expires", DefaultMaxExpires)
+		def(&r.DefaultExpires, "registrar.default_expires", DefaultTrunkExpiry)
+		if r.Realm == "" {
+			r.Realm = c.Name
+		}
+	}
 	if c.XiVO != nil {
 		def(&c.XiVO.PollInterval, "xivo.poll_interval", DefaultPollInterval)
 		def(&c.XiVO.Timeout, "xivo.timeout", DefaultPeerTimeout)
@@ -464,6 +480,16 @@ func resolvePaths(c *Config, dir string) {
 	if f := c.XiVO; f != nil {
 		abs(&f.CAFile)
 		abs(&f.Token.File)
+	}
+	if t := c.Trunk; t != nil {
+		for i := range t.MDS {
+			abs(&t.MDS[i].Password.File)
+		}
+	}
+	if r := c.Registrar; r != nil {
+		for i := range r.Users {
+			abs(&r.Users[i].Password.File)
+		}
 	}
 	for i := range c.Services {
 		if e := c.Services[i].Exec; e != nil {

@@ -85,6 +85,8 @@ func (c *Config) validate() Errors {
 	v.listen()
 	v.peer()
 	v.follow()
+	v.trunk()
+	v.registrar()
 	v.auth()
 	v.services()
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
@@ -239,6 +241,116 @@ func (v *validator) follow() {
 	v.secret("xivo.token", f.Token)
 	v.positive("xivo.poll_interval", f.PollInterval)
 	v.positive("xivo.timeout", f.Timeout)
+}
+
+func (v *validator) trunk() {
+	c := v.c
+	t := c.Trunk
+	if t == nil {
+		return
+	}
+	if c.Kind != KindXiVO {
+		v.errorf("trunk", "only for kind xivo")
+		return
+	}
+	if t.LocalIP != "" && !isIP(t.LocalIP) {
+		v.errorf("trunk.local_ip", "must be an IP address, not %s", quote(t.LocalIP))
+	}
+	if t.LocalIP == "" {
+		if host, _, msg := splitHostPort(c.Listen.Address, 0); msg == "" && !usableIP(host) {
+			v.errorf("trunk.local_ip", "required when listen.address is not one IP address (%s)", quote(c.Listen.Address))
+		}
+	}
+	names := make(map[string]string)
+	for i, m := range t.MDS {
+		p := index("trunk.mds", i)
+		v.nodeName(p+".name", m.Name)
+		if m.Name != "" {
+			v.unique(p+".name", m.Name, "MDS name", true, names)
+		}
+		if msg := sipURI(m.Registrar); msg != "" {
+			v.errorf(p+".registrar", "%s", msg)
+		}
+		if m.Username == "" {
+			v.errorf(p+".username", "required")
+		}
+		v.secret(p+".password", m.Password)
+		v.positive(p+".expiry", m.Expiry)
+	}
+}
+
+// usableIP tells whether host is one address a SIP Contact can name.
+func usableIP(host string) bool {
+	a, err := netip.ParseAddr(host)
+	return err == nil && !a.IsUnspecified()
+}
+
+// sipURI checks a registrar URI: sip:host:port, with an optional
+// transport of udp or tcp; it returns what is wrong, or "".
+func sipURI(s string) string {
+	if s == "" {
+		return "required"
+	}
+	rest, ok := strings.CutPrefix(s, "sip:")
+	if !ok {
+		return fmt.Sprintf("must be a sip: URI (sip:10.0.2.1:5060;transport=udp), not %s", quote(s))
+	}
+	hostport, params, _ := strings.Cut(rest, ";")
+	if _, _, msg := splitHostPort(hostport, 1); msg != "" {
+		return fmt.Sprintf("%s: %s", quote(s), msg)
+	}
+	for _, p := range strings.Split(params, ";") {
+		switch strings.ToLower(p) {
+		case "", "transport=udp", "transport=tcp", "lr":
+		default:
+			return fmt.Sprintf("%s: unsupported parameter %s (transport=udp or transport=tcp)", quote(s), quote(p))
+		}
+	}
+	return ""
+}
+
+func (v *validator) registrar() {
+	c := v.c
+	r := c.Registrar
+	switch {
+	case c.Kind == KindMDS && r == nil:
+		v.errorf("registrar", "required for kind mds")
+		return
+	case c.Kind != KindMDS && r != nil:
+		v.errorf("registrar", "only for kind mds")
+		return
+	case r == nil:
+		return
+	}
+	if r.UDP == "" && r.TCP == "" {
+		v.errorf("registrar", "udp or tcp (or both) required")
+	}
+	for _, l := range []struct{ path, addr string }{{"registrar.udp", r.UDP}, {"registrar.tcp", r.TCP}} {
+		if l.addr == "" {
+			continue
+		}
+		if _, _, msg := splitHostPort(l.addr, 1); msg != "" {
+			v.errorf(l.path, "%s", msg)
+		}
+	}
+	if len(r.Users) == 0 {
+		v.errorf("registrar.users", "at least one required (the trunk's credentials)")
+	}
+	names := make(map[string]string)
+	for i, u := range r.Users {
+		p := index("registrar.users", i)
+		v.unique(p+".username", u.Username, "username", true, names)
+		v.secret(p+".password", u.Password)
+	}
+	v.positive("registrar.min_expires", r.MinExpires)
+	v.positive("registrar.max_expires", r.MaxExpires)
+	v.positive("registrar.default_expires", r.DefaultExpires)
+	if r.MinExpires > r.MaxExpires {
+		v.errorf("registrar.min_expires", "must not exceed max_expires (%s)", r.MaxExpires)
+	}
+	if r.DefaultExpires < r.MinExpires || r.DefaultExpires > r.MaxExpires {
+		v.errorf("registrar.default_expires", "must be from min_expires to max_expires")
+	}
 }
 
 func (v *validator) secret(path string, s Secret) {
