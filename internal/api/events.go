@@ -26,7 +26,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	if _, err := w.Write([]byte("retry: 1000\n\n")); err != nil {
 		return
 	}
-	ch, cancel := s.opts.Machine.Subscribe()
+	ch, cancel := s.opts.Status.Subscribe()
 	defer cancel()
 	tick := time.NewTicker(s.opts.Heartbeat)
 	defer tick.Stop()

@@ -23,11 +23,18 @@ import (
 	"github.com/xivo-resilience/resilience/internal/store"
 )
 
-// Machine is the node the API drives; *node.Machine is one.
-type Machine interface {
+// Source is a node's status feed, encoded once per change; every kind of
+// node has one (*node.Machine, the mds registrar, the edge).
+type Source interface {
 	Encoded() []byte
-	Snapshot() node.Snapshot
 	Subscribe() (<-chan []byte, func())
+}
+
+// Machine is a node whose services are started and stopped (xivo and cc);
+// *node.Machine is one.
+type Machine interface {
+	Source
+	Snapshot() node.Snapshot
 	StartServices(ctx context.Context, req node.Request) (node.Snapshot, error)
 	StopServices(ctx context.Context, req node.Request) (node.Snapshot, error)
 }
@@ -45,6 +52,9 @@ type Authenticator interface {
 
 // Options are the Server's dependencies.
 type Options struct {
+	// Status serves /api/v1/status and the events; Machine if empty.
+	Status Source
+	// Machine adds start, stop and active; nil for kinds without services.
 	Machine Machine
 	History History
 	Auth    Authenticator
@@ -70,8 +80,11 @@ type Server struct {
 
 // New checks the options and builds a Server.
 func New(opts Options) (*Server, error) {
-	if opts.Machine == nil || opts.History == nil || opts.Auth == nil {
-		return nil, errors.New("api: machine, history and auth are required")
+	if opts.Status == nil && opts.Machine != nil {
+		opts.Status = opts.Machine
+	}
+	if opts.Status == nil || opts.History == nil || opts.Auth == nil {
+		return nil, errors.New("api: status, history and auth are required")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -88,12 +101,14 @@ func New(opts Options) (*Server, error) {
 // Register adds the API's routes to mux.
 func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.HandleFunc("GET /api/v1/active", s.active)
 	mux.HandleFunc("GET /api/v1/status", s.need(auth.ScopeRead, s.status))
 	mux.HandleFunc("GET /api/v1/events", s.need(auth.ScopeRead, s.events))
 	mux.HandleFunc("GET /api/v1/history", s.need(auth.ScopeRead, s.history))
-	mux.HandleFunc("POST /api/v1/services/start", s.need(auth.ScopeOperate, s.start))
-	mux.HandleFunc("POST /api/v1/services/stop", s.need(auth.ScopeOperate, s.stop))
+	if s.opts.Machine != nil {
+		mux.HandleFunc("GET /api/v1/active", s.active)
+		mux.HandleFunc("POST /api/v1/services/start", s.need(auth.ScopeOperate, s.start))
+		mux.HandleFunc("POST /api/v1/services/stop", s.need(auth.ScopeOperate, s.stop))
+	}
 	if s.opts.Metrics != nil {
 		mux.Handle("GET /metrics", s.need(auth.ScopeRead, s.opts.Metrics.ServeHTTP))
 	}
@@ -163,7 +178,7 @@ func (s *Server) active(w http.ResponseWriter, r *http.Request) {
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.Write(s.opts.Machine.Encoded())
+	w.Write(s.opts.Status.Encoded())
 }
 
 // StartRequest is the body of POST /api/v1/services/start.
@@ -297,7 +312,7 @@ var knownPaths = map[string]string{
 }
 
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
-	if m, ok := knownPaths[r.URL.Path]; ok {
+	if m, ok := knownPaths[r.URL.Path]; ok && (s.opts.Machine != nil || m == "GET" && r.URL.Path != "/api/v1/active") {
 		w.Header().Set("Allow", m)
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" "+r.URL.Path+": use "+m)
 		return

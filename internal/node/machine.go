@@ -8,9 +8,9 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/xivo-resilience/resilience/internal/feed"
 	"github.com/xivo-resilience/resilience/internal/store"
 )
 
@@ -104,9 +104,8 @@ type Machine struct {
 	stayedInactive    *Warning
 	supersededSince   time.Time
 	peerUnreachableAt time.Time
-	subs              map[chan []byte]struct{}
 
-	encoded atomic.Pointer[[]byte]
+	feed feed.Feed
 }
 
 // New builds a Machine from the store's last state. It starts nothing:
@@ -134,7 +133,6 @@ func New(opts Options) (*Machine, error) {
 		log:    opts.Logger,
 		ctx:    ctx,
 		cancel: cancel,
-		subs:   make(map[chan []byte]struct{}),
 	}
 	now := time.Now().UTC()
 	m.snap = Snapshot{
@@ -170,23 +168,12 @@ func (m *Machine) Snapshot() Snapshot {
 }
 
 // Encoded returns the current status as JSON, encoded once per change.
-func (m *Machine) Encoded() []byte { return *m.encoded.Load() }
+func (m *Machine) Encoded() []byte { return m.feed.Encoded() }
 
 // Subscribe returns a channel that receives the encoded status at every
-// change, starting with the current one. A slow reader loses the oldest
-// queued snapshots, never the newest. cancel releases the subscription.
-func (m *Machine) Subscribe() (events <-chan []byte, cancel func()) {
-	ch := make(chan []byte, 32)
-	m.mu.Lock()
-	ch <- m.Encoded()
-	m.subs[ch] = struct{}{}
-	m.mu.Unlock()
-	return ch, func() {
-		m.mu.Lock()
-		delete(m.subs, ch)
-		m.mu.Unlock()
-	}
-}
+// change, starting with the current one (see package feed for a slow
+// reader). cancel releases the subscription.
+func (m *Machine) Subscribe() (events <-chan []byte, cancel func()) { return m.feed.Subscribe() }
 
 // Close cancels a running transition, waits for the Machine's goroutines
 // and leaves the services as they are.
@@ -639,21 +626,7 @@ func (m *Machine) publishLocked() {
 	if err != nil {
 		panic(err) // a Snapshot always encodes
 	}
-	m.encoded.Store(&b)
-	for ch := range m.subs {
-		select {
-		case ch <- b:
-		default:
-			select { // drop the oldest queued snapshot
-			case <-ch:
-			default:
-			}
-			select {
-			case ch <- b:
-			default:
-			}
-		}
-	}
+	m.feed.Publish(b)
 	m.opts.Metrics.observe(&m.snap)
 }
 
