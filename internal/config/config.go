@@ -54,9 +54,15 @@ type Config struct {
 	Trunk *Trunk `yaml:"trunk"`
 	// Registrar is an mds node's SIP registrar.
 	Registrar *Registrar `yaml:"registrar"`
-	Auth      Auth       `yaml:"auth"`
-	Services  []Service  `yaml:"services"`
-	Log       Log        `yaml:"log"`
+	// Edge is the edge node's entry point, and Nodes the xivo and cc
+	// nodes whose status decides where it relays.
+	Edge     *Edge      `yaml:"edge"`
+	Nodes    []NodeLink `yaml:"nodes"`
+	Routes   []Route    `yaml:"routes"`
+	SIP      []SIPRoute `yaml:"sip"`
+	Auth     Auth       `yaml:"auth"`
+	Services []Service  `yaml:"services"`
+	Log      Log        `yaml:"log"`
 
 	// lines maps key paths to the line they were read from, for the
 	// messages of Validate; nil for a config built in Go.
@@ -138,6 +144,68 @@ type Registrar struct {
 type TrunkUser struct {
 	Username string `yaml:"username"`
 	Password Secret `yaml:"password"`
+}
+
+// Edge is the edge's public entry point.
+type Edge struct {
+	// HTTP is the address users reach (HTTP, or HTTPS with TLS).
+	HTTP string `yaml:"http"`
+	TLS  *TLS   `yaml:"tls"`
+	// Drain is a grace before open sessions to the old side are closed on
+	// a switch.
+	Drain Duration `yaml:"drain"`
+	// RetryAfter is sent with the maintenance page.
+	RetryAfter Duration `yaml:"retry_after"`
+	// MaintenancePage is an HTML file served with 503 when no side is
+	// usable; a short built-in page if empty.
+	MaintenancePage string `yaml:"maintenance_page"`
+}
+
+// NodeLink is how the edge reaches a node whose status it follows.
+type NodeLink struct {
+	Name   string `yaml:"name"`
+	URL    string `yaml:"url"`
+	Token  Secret `yaml:"token"`
+	CAFile string `yaml:"ca_file"`
+}
+
+// Route relays HTTP and WebSocket by host and path prefix.
+type Route struct {
+	Name       string  `yaml:"name"`
+	Host       string  `yaml:"host"`
+	PathPrefix string  `yaml:"path_prefix"`
+	Main       Backend `yaml:"main"`
+	Standby    Backend `yaml:"standby"`
+}
+
+// SIPRoute relays SIP over UDP and TCP to the Active side.
+type SIPRoute struct {
+	Name    string  `yaml:"name"`
+	Listen  string  `yaml:"listen"`
+	UDP     bool    `yaml:"udp"`
+	TCP     bool    `yaml:"tcp"`
+	Main    Backend `yaml:"main"`
+	Standby Backend `yaml:"standby"`
+}
+
+// Backend is one side of a route: an address, and the node whose status
+// decides whether it is used.
+type Backend struct {
+	// Name defaults to the node's name and the route's.
+	Name    string       `yaml:"name"`
+	Node    string       `yaml:"node"`
+	Address string       `yaml:"address"`
+	Health  *HealthCheck `yaml:"health"`
+}
+
+// HealthCheck is an active check of a backend.
+type HealthCheck struct {
+	// Path is an HTTP path to GET; empty means a TCP connect.
+	Path     string   `yaml:"path"`
+	Interval Duration `yaml:"interval"`
+	Timeout  Duration `yaml:"timeout"`
+	Rise     int      `yaml:"rise"`
+	Fall     int      `yaml:"fall"`
 }
 
 // Auth lists who may use the agent.

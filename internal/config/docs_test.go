@@ -41,11 +41,17 @@ func TestDocs_everyKey(t *testing.T) {
 		t.Fatalf("found only %d keys in Config: %v", len(paths), paths)
 	}
 	for _, p := range paths {
-		// The tables of exec, command, docker and ready name their keys from there.
+		// The tables of exec, command, docker and ready name their keys from there;
 		name := p
 		for _, sub := range []string{"exec.", "command.", "docker.", "ready."} {
 			if strings.HasPrefix(p, "services[]."+sub) {
 				name = strings.TrimPrefix(p, "services[].")
+			}
+		}
+		// So do the backends of the edge's routes.
+		for _, side := range []string{"routes[].main.", "routes[].standby.", "sip[].main.", "sip[].standby."} {
+			if strings.HasPrefix(p, side) {
+				name = "backend." + strings.TrimPrefix(p, side)
 			}
 		}
 		if !strings.Contains(docs, "| `"+name+"` |") {

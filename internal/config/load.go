@@ -36,6 +36,9 @@ const (
 	DefaultTrunkExpiry       = Duration(300 * time.Second)
 	DefaultMinExpires        = Duration(60 * time.Second)
 	DefaultMaxExpires        = Duration(3600 * time.Second)
+	DefaultRetryAfter        = Duration(5 * time.Second)
+	DefaultHealthInterval    = Duration(time.Second)
+	DefaultHealthTimeout     = Duration(500 * time.Millisecond)
 )
 
 // Default returns a config holding the defaults of the top-level keys,
@@ -412,6 +415,40 @@ func setDefaults(c *Config, w *walker) {
 			def(&t.MDS[i].Expiry, index("trunk.mds", i)+".expiry", DefaultTrunkExpiry)
 		}
 	}
+	if e := c.Edge; e != nil {
+		def(&e.RetryAfter, "edge.retry_after", DefaultRetryAfter)
+		if t := e.TLS; t != nil && t.CertFile == "" && t.KeyFile == "" {
+			e.TLS = nil
+		}
+	}
+	edgeBackend := func(p string, b *Backend, route, side string) {
+		if b.Name == "" {
+			b.Name = b.Node + "-" + route
+		}
+		if h := b.Health; h != nil {
+			def(&h.Interval, p+".health.interval", DefaultHealthInterval)
+			def(&h.Timeout, p+".health.timeout", DefaultHealthTimeout)
+			if h.Rise == 0 && !w.explicit(p+".health.rise") {
+				h.Rise = 2
+			}
+			if h.Fall == 0 && !w.explicit(p+".health.fall") {
+				h.Fall = 2
+			}
+		}
+	}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		if r.PathPrefix == "" {
+			r.PathPrefix = "/"
+		}
+		edgeBackend(index("routes", i)+".main", &r.Main, r.Name, "main")
+		edgeBackend(index("routes", i)+".standby", &r.Standby, r.Name, "standby")
+	}
+	for i := range c.SIP {
+		r := &c.SIP[i]
+		edgeBackend(index("sip", i)+".main", &r.Main, r.Name, "main")
+		edgeBackend(index("sip", i)+".standby", &r.Standby, r.Name, "standby")
+	}
 	if r := c.Registrar; r != nil {
 		def(&r.MinExpires, "registrar.min_expires", DefaultMinExpires)
 		def(&r.MaxExpires, "registrar.max_expires", DefaultMaxExpires)
@@ -485,6 +522,17 @@ func resolvePaths(c *Config, dir string) {
 		for i := range t.MDS {
 			abs(&t.MDS[i].Password.File)
 		}
+	}
+	if e := c.Edge; e != nil {
+		abs(&e.MaintenancePage)
+		if t := e.TLS; t != nil {
+			abs(&t.CertFile)
+			abs(&t.KeyFile)
+		}
+	}
+	for i := range c.Nodes {
+		abs(&c.Nodes[i].CAFile)
+		abs(&c.Nodes[i].Token.File)
 	}
 	if r := c.Registrar; r != nil {
 		for i := range r.Users {

@@ -414,6 +414,10 @@ const oneService = `services:
     command: {start: "true", stop: "true"}
 `
 
+// edgeSection is what an edge node needs besides the common keys.
+const edgeSection = "edge: {http: \"127.0.0.30:8080\"}\nnodes:\n  - {name: xivo-main, url: \"http://127.0.0.2:8441\", token: {env: T}}\n  - {name: xivo-standby, url: \"http://127.0.0.3:8441\", token: {env: T}}\n" +
+	"routes:\n  - name: web\n    main: {node: xivo-main, address: \"127.0.0.2:80\", health: {path: /}}\n    standby: {node: xivo-standby, address: \"127.0.0.3:80\"}\n"
+
 // trunk is a trunk section of a xivo node.
 const trunk = "trunk:\n  mds:\n    - {name: mds-1, registrar: \"sip:127.0.0.11:5060;transport=tcp\", username: xivo, password: {env: P}}\n"
 
@@ -469,7 +473,14 @@ func TestParse(t *testing.T) {
 			"f.yaml:6: peer: not used by kind cc: a cc node follows its xivo, not the other cc"},
 		{"cc in manual mode", ccBase + ccXiVO + "mode: manual\n",
 			`f.yaml:10: mode: must be "follow" for kind cc (it follows its XiVO), not "manual"`},
-		{"edge without role", "kind: edge\nname: edge\nlisten: {address: \"localhost:80\"}\n", ""},
+		{"edge without role", "kind: edge\nname: edge\nlisten: {address: \"localhost:80\"}\n" + edgeSection, ""},
+		{"edge with bad routes", "kind: edge\nname: edge\nlisten: {address: \"localhost:80\"}\nedge: {}\nroutes:\n  - name: web\n    main: {node: xivo-main, address: \"x\"}\n    standby: {node: nowhere, address: \"127.0.0.3:80\", health: {path: \"x\", rise: 0}}\n",
+			"f.yaml:4: edge.http: required when there are routes\n" +
+				"f.yaml:7: routes[0].main.node: unknown node \"xivo-main\": list it under nodes\n" +
+				"f.yaml:7: routes[0].main.address: must be HOST:PORT, not \"x\"\n" +
+				"f.yaml:8: routes[0].standby.node: unknown node \"nowhere\": list it under nodes\n" +
+				"f.yaml:8: routes[0].standby.health.rise: must be at least 1\n" +
+				"f.yaml:8: routes[0].standby.health.path: must start with /"},
 		{"cc without role", "kind: cc\nname: cc\nlisten: {address: \"localhost:80\"}\n" + ccXiVO,
 			"f.yaml:1: role: required for kind cc (main or standby)"},
 		{"no kind", "name: x\nlisten: {address: \"localhost:80\"}\n", "f.yaml:1: kind: required"},
@@ -519,9 +530,9 @@ func TestParse(t *testing.T) {
 		{"unknown anchor", base + oneService + "    ready: *nope\n", "f.yaml:13: unknown anchor 'nope' referenced"},
 		{"bad utf-8", base + oneService + "# \xff\n", "f.yaml:13: invalid leading UTF-8 octet"},
 		{"control character", base + oneService + "# \x01\n", "f.yaml:13: control characters are not allowed"},
-		{"CR line breaks", "kind: edge\rname: [x]\rlisten: {address: \"::1:1\"}\r", "f.yaml:2: name: must be a string\nf.yaml:3: listen.address: must be HOST:PORT, not \"::1:1\""},
-		{"CRLF line breaks", "kind: edge\r\nname: [x]\r\nlisten: {address: \"::1:1\"}\r\n", "f.yaml:2: name: must be a string\nf.yaml:3: listen.address: must be HOST:PORT, not \"::1:1\""},
-		{"NEL line breaks", "kind: edge\u0085name: [x]\u0085listen: {address: \"::1:1\"}\u0085", "f.yaml:2: name: must be a string\nf.yaml:3: listen.address: must be HOST:PORT, not \"::1:1\""},
+		{"CR line breaks", "kind: mds\rname: [x]\rlisten: {address: \"::1:1\"}\r", "f.yaml:1: registrar: required for kind mds\nf.yaml:2: name: must be a string\nf.yaml:3: listen.address: must be HOST:PORT, not \"::1:1\""},
+		{"CRLF line breaks", "kind: mds\r\nname: [x]\r\nlisten: {address: \"::1:1\"}\r\n", "f.yaml:1: registrar: required for kind mds\nf.yaml:2: name: must be a string\nf.yaml:3: listen.address: must be HOST:PORT, not \"::1:1\""},
+		{"NEL line breaks", "kind: mds\u0085name: [x]\u0085listen: {address: \"::1:1\"}\u0085", "f.yaml:1: registrar: required for kind mds\nf.yaml:2: name: must be a string\nf.yaml:3: listen.address: must be HOST:PORT, not \"::1:1\""},
 		{"CR before a bad character", "kind: xivo\r\x01", "f.yaml:2: control characters are not allowed"},
 		{"second document error", base + oneService + "---\na: [\n", "f.yaml:14: did not find expected node content"},
 	}

@@ -87,6 +87,7 @@ func (c *Config) validate() Errors {
 	v.follow()
 	v.trunk()
 	v.registrar()
+	v.edge()
 	v.auth()
 	v.services()
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
@@ -350,6 +351,97 @@ func (v *validator) registrar() {
 	}
 	if r.DefaultExpires < r.MinExpires || r.DefaultExpires > r.MaxExpires {
 		v.errorf("registrar.default_expires", "must be from min_expires to max_expires")
+	}
+}
+
+func (v *validator) edge() {
+	c := v.c
+	if c.Kind != KindEdge {
+		for _, k := range []struct {
+			path string
+			set  bool
+		}{{"edge", c.Edge != nil}, {"nodes", len(c.Nodes) > 0}, {"routes", len(c.Routes) > 0}, {"sip", len(c.SIP) > 0}} {
+			if k.set {
+				v.errorf(k.path, "only for kind edge")
+			}
+		}
+		return
+	}
+	e := c.Edge
+	if e == nil {
+		v.errorf("edge", "required for kind edge (its entry point)")
+		return
+	}
+	if len(c.Routes) > 0 {
+		if e.HTTP == "" {
+			v.errorf("edge.http", "required when there are routes")
+		} else if _, _, msg := splitHostPort(e.HTTP, 0); msg != "" {
+			v.errorf("edge.http", "%s", msg)
+		}
+	}
+	if t := e.TLS; t != nil && (t.CertFile == "") != (t.KeyFile == "") {
+		v.errorf("edge.tls", "cert_file and key_file go together")
+	}
+	if len(c.Routes)+len(c.SIP) == 0 {
+		v.errorf("routes", "at least one route (routes or sip) required")
+	}
+	nodes := make(map[string]string)
+	for i, n := range c.Nodes {
+		p := index("nodes", i)
+		v.nodeName(p+".name", n.Name)
+		if n.Name != "" {
+			v.unique(p+".name", n.Name, "node", true, nodes)
+		}
+		if !httpURL(n.URL) {
+			v.errorf(p+".url", "must be an http or https URL, not %s", quote(n.URL))
+		}
+		v.secret(p+".token", n.Token)
+	}
+	backend := func(p string, b Backend) {
+		switch {
+		case b.Node == "":
+			v.errorf(p+".node", "required (the xivo or cc node whose status decides)")
+		case nodes[b.Node] == "":
+			v.errorf(p+".node", "unknown node %s: list it under nodes", quote(b.Node))
+		}
+		if _, _, msg := splitHostPort(b.Address, 1); msg != "" {
+			v.errorf(p+".address", "%s", msg)
+		}
+		if h := b.Health; h != nil {
+			v.positive(p+".health.interval", h.Interval)
+			v.positive(p+".health.timeout", h.Timeout)
+			if h.Rise < 1 {
+				v.errorf(p+".health.rise", "must be at least 1")
+			}
+			if h.Fall < 1 {
+				v.errorf(p+".health.fall", "must be at least 1")
+			}
+			if h.Path != "" && !strings.HasPrefix(h.Path, "/") {
+				v.errorf(p+".health.path", "must start with /")
+			}
+		}
+	}
+	names := make(map[string]string)
+	for i, r := range c.Routes {
+		p := index("routes", i)
+		v.unique(p+".name", r.Name, "route name", true, names)
+		if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
+			v.errorf(p+".path_prefix", "must start with /")
+		}
+		backend(p+".main", r.Main)
+		backend(p+".standby", r.Standby)
+	}
+	for i, r := range c.SIP {
+		p := index("sip", i)
+		v.unique(p+".name", r.Name, "route name", true, names)
+		if _, _, msg := splitHostPort(r.Listen, 0); msg != "" {
+			v.errorf(p+".listen", "%s", msg)
+		}
+		if !r.UDP && !r.TCP {
+			v.errorf(p, "udp or tcp (or both) required")
+		}
+		backend(p+".main", r.Main)
+		backend(p+".standby", r.Standby)
 	}
 }
 
