@@ -27,7 +27,7 @@ step "go test -race"
 go test -race -count=1 -timeout 20m ./...
 
 step "fuzz the decoders (short runs; seeds are in testdata/fuzz)"
-for target in "./internal/config FuzzParse" "./internal/api FuzzDecode"; do
+for target in "./internal/config FuzzParse" "./internal/api FuzzDecode" "./internal/mds FuzzHandle"; do
   set -- $target
   go test -run='^$' -fuzz="^$2\$" -fuzztime="${FUZZTIME:-10s}" "$1"
 done

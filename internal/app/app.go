@@ -22,13 +22,17 @@ import (
 	"github.com/xivo-resilience/resilience/internal/api"
 	"github.com/xivo-resilience/resilience/internal/apiclient"
 	"github.com/xivo-resilience/resilience/internal/auth"
+	"github.com/xivo-resilience/resilience/internal/cc"
 	"github.com/xivo-resilience/resilience/internal/config"
 	"github.com/xivo-resilience/resilience/internal/node"
 	"github.com/xivo-resilience/resilience/internal/service"
 	"github.com/xivo-resilience/resilience/internal/service/command"
+	"github.com/xivo-resilience/resilience/internal/service/docker"
 	"github.com/xivo-resilience/resilience/internal/service/exec"
 	"github.com/xivo-resilience/resilience/internal/service/ready"
 	"github.com/xivo-resilience/resilience/internal/store"
+	"github.com/xivo-resilience/resilience/internal/trunk"
+	"github.com/xivo-resilience/resilience/internal/web"
 )
 
 // Options are what an App needs.
@@ -47,11 +51,15 @@ type App struct {
 	log       *slog.Logger
 	heartbeat time.Duration
 
-	store   *store.Store
-	machine *node.Machine
-	procs   []*exec.Backend
-	peer    *apiclient.Client
-	handler http.Handler
+	store    *store.Store
+	machine  *node.Machine
+	procs    []*exec.Backend
+	peer     *apiclient.Client
+	follower *cc.Follower
+	trunk    *trunk.Client
+	mds      *mdsNode
+	edge     *edgeNode
+	handler  http.Handler
 
 	ln     net.Listener
 	srv    *http.Server
@@ -66,9 +74,6 @@ func New(opts Options) (*App, error) {
 	cfg := opts.Config
 	if cfg == nil {
 		return nil, errors.New("app: a config is required")
-	}
-	if cfg.Kind != config.KindXiVO {
-		return nil, fmt.Errorf("app: kind %q is not supported yet by this version (only xivo)", cfg.Kind)
 	}
 	log := opts.Logger
 	if log == nil {
@@ -106,6 +111,19 @@ func New(opts Options) (*App, error) {
 		return nil, err
 	}
 	a.store = st
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	switch cfg.Kind {
+	case config.KindMDS, config.KindEdge:
+		build := a.buildMDS
+		if cfg.Kind == config.KindEdge {
+			build = a.buildEdge
+		}
+		if err := build(tokens, reg, metrics); err != nil {
+			st.Close()
+			return nil, err
+		}
+		return a, nil
+	}
 
 	var services []node.Service
 	for _, sc := range cfg.Services {
@@ -131,17 +149,49 @@ func New(opts Options) (*App, error) {
 		nopts.Peer = peer{name: cfg.Peer.Name, c: a.peer}
 		nopts.PeerTimeout = cfg.Peer.Timeout.D()
 	}
+	if cfg.XiVO != nil {
+		nopts.Follows = cfg.XiVO.Name
+	}
+	if cfg.Trunk != nil {
+		// The machine exists before the client reports any change.
+		observe := func(r []node.Registration) { a.machine.ObserveRegistrations(r) }
+		a.trunk, err = newTrunk(cfg, log, observe)
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		nopts.Hooks = trunkHooks{c: a.trunk, observe: observe, within: 3 * time.Second}
+	}
 	a.machine, err = node.New(nopts)
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
+	if a.trunk != nil {
+		a.machine.ObserveRegistrations(registrations(a.trunk.States()))
+	}
+	if cfg.XiVO != nil {
+		if a.follower, err = newFollower(cfg.XiVO, a.machine, a.heartbeat, log); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
 
+	users, err := auth.NewUsers(cfg.Auth.Users)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	webSrv, err := web.New(web.Options{Machine: a.machine, History: st, Users: users, Secure: cfg.Listen.TLS != nil, Logger: log})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	apiSrv, err := api.New(api.Options{
 		Machine:   a.machine,
 		History:   st,
-		Auth:      api.BearerAuth{Tokens: tokens},
-		Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		Auth:      api.Chain{api.BearerAuth{Tokens: tokens}, webSrv},
+		Metrics:   metrics,
 		Logger:    log,
 		Heartbeat: a.heartbeat,
 	})
@@ -149,7 +199,10 @@ func New(opts Options) (*App, error) {
 		st.Close()
 		return nil, err
 	}
-	a.handler = apiSrv.Handler()
+	mux := http.NewServeMux()
+	apiSrv.Register(mux)
+	webSrv.Register(mux)
+	a.handler = mux
 	return a, nil
 }
 
@@ -190,6 +243,16 @@ func (a *App) unit(sc config.Service) (*service.Unit, error) {
 			Status:  sc.Command.Status,
 			LogFile: filepath.Join(a.cfg.StateDir, "logs", sc.Name+".log"),
 		})
+	case sc.Docker != nil:
+		b := docker.New(docker.Options{
+			Container:   sc.Docker.Container,
+			Socket:      sc.Docker.Socket,
+			StopTimeout: sc.Docker.StopTimeout.D(),
+		})
+		u.Backend = b
+		if sc.Ready == nil {
+			u.Ready = docker.Ready{Backend: b} // running, and healthy if it has a healthcheck
+		}
 	default:
 		return nil, errors.New("no backend")
 	}
@@ -229,15 +292,31 @@ func (a *App) Start(ctx context.Context) error {
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
 	a.ln = ln
-	a.machine.Recover() // before serving: nobody sees a status not yet recovered
+	if a.mds != nil {
+		if err := a.mds.reg.Start(ctx); err != nil {
+			ln.Close()
+			return fmt.Errorf("registrar: %w", err)
+		}
+		a.mds.publish(a.mds.reg.Bindings())
+	} else if a.edge != nil {
+		if err := a.edge.e.Start(ctx); err != nil {
+			ln.Close()
+			return fmt.Errorf("edge: %w", err)
+		}
+	} else {
+		a.machine.Recover() // before serving: nobody sees a status not yet recovered
+	}
+	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	a.srv = &http.Server{
 		Handler:           a.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+		// Requests end with the agent: event streams do not end by
+		// themselves, and Shutdown would wait for them.
+		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
-	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -253,6 +332,16 @@ func (a *App) Start(ctx context.Context) error {
 			a.watchPeer(ctx)
 		}()
 	}
+	if a.follower != nil {
+		a.follower.Start(ctx)
+	}
+	if a.edge != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.edge.watch(ctx)
+		}()
+	}
 	return nil
 }
 
@@ -265,7 +354,7 @@ func (a *App) watchPeer(ctx context.Context) {
 	backoff := 250 * time.Millisecond
 	for ctx.Err() == nil {
 		begun := time.Now()
-		err := a.peer.Events(ctx, 3*a.heartbeat, func(s node.Snapshot) { a.machine.ObservePeer(s, nil) })
+		err := a.peer.Events(ctx, 3*a.heartbeat, func(s node.Snapshot) { a.machine.ObservePeer(s, nil) }, nil)
 		if ctx.Err() != nil {
 			return
 		}
@@ -298,7 +387,21 @@ func (a *App) Stop(ctx context.Context) error {
 			cancel()
 			a.wg.Wait()
 		}
-		errs = append(errs, a.machine.Close(ctx))
+		if a.follower != nil {
+			a.follower.Stop()
+		}
+		if a.machine != nil {
+			errs = append(errs, a.machine.Close(ctx))
+		}
+		if a.mds != nil {
+			errs = append(errs, a.mds.reg.Close())
+		}
+		if a.edge != nil {
+			errs = append(errs, a.edge.e.Close())
+		}
+		if a.trunk != nil {
+			a.trunk.Close()
+		}
 		for i := len(a.procs) - 1; i >= 0; i-- {
 			errs = append(errs, a.procs[i].Stop(ctx))
 		}

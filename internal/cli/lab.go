@@ -32,7 +32,8 @@ func runLab(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, n.Kind, n.Role, n.URL, n.Config)
 	}
 	tw.Flush()
-	fmt.Fprintf(e.stdout, "\nAdmin login: admin / %s\n", l.Info.Admin.Password)
+	fmt.Fprintf(e.stdout, "\nUsers' entry point (the Edge): http://%s/ (XiVO), http://%s/xuc (CC), sip:%s (SIP)\n", l.EdgeHTTP(), l.EdgeHTTP(), l.EdgeSIP())
+	fmt.Fprintf(e.stdout, "Admin login: admin / %s\n", l.Info.Admin.Password)
 	fmt.Fprintf(e.stdout, "Scripts: %s (nodes, admin login, operate token)\n", filepath.Join(*dir, "lab.json"))
 	fmt.Fprintf(e.stdout, "Try a failover:\n")
 	fmt.Fprintf(e.stdout, "  export RESILIENCE_TOKEN=$(jq -r .token %s)\n", filepath.Join(*dir, "lab.json"))

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -129,19 +130,25 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 		{name: "xivo-standby", kind: "xivo", role: "standby", ip: "127.0.0.3", peer: "xivo-main", port: opts.BasePort + 2, services: opts.Services},
 		{name: "cc-main", kind: "cc", role: "main", ip: "127.0.0.4", follows: "xivo-main", port: opts.BasePort + 3, services: CCServices},
 		{name: "cc-standby", kind: "cc", role: "standby", ip: "127.0.0.5", follows: "xivo-standby", port: opts.BasePort + 4, services: CCServices},
+		{name: "mds-1", kind: "mds", ip: "127.0.0.11", port: opts.BasePort + 5},
+		{name: "mds-2", kind: "mds", ip: "127.0.0.12", port: opts.BasePort + 6},
+		{name: "edge", kind: "edge", ip: "127.0.0.30", port: opts.BasePort + 7},
 	}
 	if err := l.write(plans); err != nil {
 		return nil, err
 	}
 	// The Standby XiVO first, so that the Main's check of its peer at its
 	// first start finds it up and Inactive; the CC after their XiVO.
-	for _, name := range []string{"xivo-standby", "xivo-main", "cc-main", "cc-standby"} {
+	for _, name := range []string{"mds-1", "mds-2", "xivo-standby", "xivo-main", "cc-main", "cc-standby", "edge"} {
 		if err := l.startNode(name); err != nil {
 			l.Stop(context.Background())
 			return nil, err
 		}
 	}
 	for _, n := range l.Info.Nodes {
+		if n.Kind == "mds" || n.Kind == "edge" {
+			continue // no status to wait for: healthy is ready
+		}
 		want := node.Inactive
 		if n.Role == "main" {
 			want = node.Active
@@ -165,8 +172,8 @@ func (l *Lab) write(plans []plan) error {
 	if err != nil {
 		return err
 	}
-	peerToken, ccToken := auth.NewToken(), auth.NewToken()
-	for file, tok := range map[string]string{"peer.token": peerToken, "cc.token": ccToken} {
+	peerToken, ccToken, trunkPassword := auth.NewToken(), auth.NewToken(), auth.NewToken()[:20]
+	for file, tok := range map[string]string{"peer.token": peerToken, "cc.token": ccToken, "trunk.password": trunkPassword, "edge.token": l.Info.ReadToken} {
 		if err := os.WriteFile(filepath.Join(dir, "secrets", file), []byte(tok+"\n"), 0o600); err != nil {
 			return err
 		}
@@ -181,7 +188,11 @@ func (l *Lab) write(plans []plan) error {
 		}
 		var b strings.Builder
 		fmt.Fprintf(&b, "# Written by `resilience lab`: node %s of the lab deployment.\n", p.name)
-		fmt.Fprintf(&b, "kind: %s\nname: %s\nrole: %s\nstate_dir: %s/state\n", p.kind, p.name, p.role, p.name)
+		fmt.Fprintf(&b, "kind: %s\nname: %s\n", p.kind, p.name)
+		if p.role != "" {
+			fmt.Fprintf(&b, "role: %s\n", p.role)
+		}
+		fmt.Fprintf(&b, "state_dir: %s/state\n", p.name)
 		fmt.Fprintf(&b, "listen:\n  address: %s:%d\n", p.ip, p.port)
 		if p.peer != "" {
 			fmt.Fprintf(&b, "peer:\n  name: %s\n  url: %s\n  token:\n    file: secrets/peer.token\n  timeout: 1s\n", p.peer, urls[p.peer])
@@ -202,11 +213,37 @@ func (l *Lab) write(plans []plan) error {
 			fmt.Fprintf(&b, "    - {name: %s, scope: read, hash: %q}\n", p.peer, auth.HashToken(peerToken))
 			fmt.Fprintf(&b, "    - {name: cc, scope: read, hash: %q}\n", auth.HashToken(ccToken))
 		}
-		fmt.Fprintf(&b, "services:\n")
+		if p.kind == "xivo" {
+			fmt.Fprintf(&b, "# The XDS deployment: while Active, register the trunk to every MDS.\ntrunk:\n  mds:\n")
+			for _, m := range plans {
+				if m.kind == "mds" {
+					transport := "udp"
+					if m.name == "mds-2" {
+						transport = "tcp"
+					}
+					fmt.Fprintf(&b, "    - name: %s\n      registrar: \"sip:%s;transport=%s\"\n      username: xivo-trunk\n      password: {file: secrets/trunk.password}\n      expiry: 120s\n",
+						m.name, l.sipAddr(m.ip), transport)
+				}
+			}
+		}
+		if p.kind == "mds" {
+			fmt.Fprintf(&b, "registrar:\n  udp: %q\n  tcp: %q\n  users:\n    - {username: xivo-trunk, password: {file: secrets/trunk.password}}\n",
+				l.sipAddr(p.ip), l.sipAddr(p.ip))
+		}
+		if p.kind == "edge" {
+			l.writeEdge(&b, plans)
+		}
+		if len(p.services) > 0 {
+			fmt.Fprintf(&b, "services:\n")
+		}
 		for i, svc := range p.services {
 			addr := net.JoinHostPort(p.ip, strconv.Itoa(l.opts.BasePort+20+i))
-			fmt.Fprintf(&b, "  - name: %s\n    exec:\n      command: [%q, sample-service, --listen, %q, --text, %q, --delay, %q]\n      stop_grace: 2s\n",
-				svc, l.opts.Binary, addr, svc+" on "+p.name, l.opts.ReadyDelay.String())
+			sip := ""
+			if i == l.webService(p.services) && p.kind == "xivo" {
+				sip = ", --sip, " + strconv.Quote(l.xivoSIPAddr(p.ip))
+			}
+			fmt.Fprintf(&b, "  - name: %s\n    exec:\n      command: [%q, sample-service, --listen, %q, --text, %q, --delay, %q%s]\n      stop_grace: 2s\n",
+				svc, l.opts.Binary, addr, svc+" on "+p.name, l.opts.ReadyDelay.String(), sip)
 			fmt.Fprintf(&b, "    ready:\n      tcp: %q\n    start_timeout: 10s\n", addr)
 		}
 		file := filepath.Join(dir, p.name+".yaml")
@@ -233,6 +270,59 @@ func (l *Lab) Node(name string) (NodeInfo, bool) {
 		}
 	}
 	return NodeInfo{}, false
+}
+
+// writeEdge writes the edge's own sections: the nodes it follows, an HTTP
+// route to each side's XiVO and CC, and a SIP route to each XiVO.
+func (l *Lab) writeEdge(b *strings.Builder, plans []plan) {
+	fmt.Fprintf(b, "# One entry point for users: %s (HTTP) and %s (SIP).\n", l.EdgeHTTP(), l.EdgeSIP())
+	fmt.Fprintf(b, "edge:\n  http: %q\n  retry_after: 2s\nnodes:\n", l.EdgeHTTP())
+	ips := map[string]string{}
+	for _, p := range plans {
+		if p.kind == "xivo" || p.kind == "cc" {
+			ips[p.name] = p.ip
+			fmt.Fprintf(b, "  - {name: %s, url: \"http://%s:%d\", token: {file: secrets/edge.token}}\n", p.name, p.ip, p.port)
+		}
+	}
+	backend := func(side, node string, port int) {
+		fmt.Fprintf(b, "    %s: {node: %s, address: %q, health: {path: /, interval: 500ms}}\n", side, node, net.JoinHostPort(ips[node], strconv.Itoa(port)))
+	}
+	web := l.opts.BasePort + 20 + l.webService(l.opts.Services)
+	fmt.Fprintf(b, "routes:\n  - name: cc\n    path_prefix: /xuc\n")
+	backend("main", "cc-main", l.opts.BasePort+20)
+	backend("standby", "cc-standby", l.opts.BasePort+20)
+	fmt.Fprintf(b, "  - name: xivo\n    path_prefix: /\n")
+	backend("main", "xivo-main", web)
+	backend("standby", "xivo-standby", web)
+	fmt.Fprintf(b, "sip:\n  - name: sip\n    listen: %q\n    udp: true\n    tcp: true\n", l.EdgeSIP())
+	fmt.Fprintf(b, "    main: {node: xivo-main, address: %q}\n    standby: {node: xivo-standby, address: %q}\n",
+		l.xivoSIPAddr(ips["xivo-main"]), l.xivoSIPAddr(ips["xivo-standby"]))
+}
+
+// webService is the index of the XiVO service the Edge relays to (and
+// that answers SIP): asterisk when the lab has one.
+func (l *Lab) webService(services []string) int {
+	return max(slices.Index(services, "asterisk"), 0)
+}
+
+// xivoSIPAddr is where a XiVO's sample asterisk answers SIP.
+func (l *Lab) xivoSIPAddr(ip string) string {
+	return net.JoinHostPort(ip, strconv.Itoa(l.opts.BasePort+45))
+}
+
+// EdgeHTTP is the Edge's HTTP entry point, the one address users open.
+func (l *Lab) EdgeHTTP() string {
+	return net.JoinHostPort("127.0.0.30", strconv.Itoa(l.opts.BasePort+8))
+}
+
+// EdgeSIP is the Edge's SIP entry point (UDP and TCP).
+func (l *Lab) EdgeSIP() string {
+	return net.JoinHostPort("127.0.0.30", strconv.Itoa(l.opts.BasePort+41))
+}
+
+// sipAddr is where an MDS's registrar listens (UDP and TCP).
+func (l *Lab) sipAddr(ip string) string {
+	return net.JoinHostPort(ip, strconv.Itoa(l.opts.BasePort+40))
 }
 
 // ServiceAddr is the address of a node's i-th sample service.

@@ -533,6 +533,40 @@ func (m *Machine) ServiceEvent(name, kind string, cause error) {
 	m.publishLocked()
 }
 
+// ObserveRegistrations records the trunk registrations to the MDS; a
+// change of state is written to the audit log.
+func (m *Machine) ObserveRegistrations(regs []Registration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := make(map[string]string, len(m.snap.MDS))
+	for _, r := range m.snap.MDS {
+		old[r.Name] = r.State
+	}
+	var entries []store.Entry
+	for _, r := range regs {
+		was := old[r.Name]
+		if was == r.State || r.State == "registering" || r.State == "unregistering" || was == "" && r.State == "unregistered" {
+			continue
+		}
+		msg := fmt.Sprintf("trunk to %s %s", r.Name, r.State)
+		if r.LastResponse != "" {
+			msg += " (" + r.LastResponse + ")"
+		}
+		if r.LastError != "" {
+			msg += ": " + r.LastError
+		}
+		entries = append(entries, m.entryLocked(Request{Actor: SystemActor}, "trunk", r.State, msg))
+	}
+	if len(entries) > 0 {
+		if _, err := m.opts.Store.Write(nil, entries...); err != nil {
+			m.log.Error("write audit", "err", err)
+		}
+	}
+	m.snap.MDS = regs
+	m.opts.Metrics.registrations(regs)
+	m.publishLocked()
+}
+
 // ObserveFollowed records what a cc node knows of its XiVO.
 func (m *Machine) ObserveFollowed(f Followed) {
 	m.mu.Lock()
@@ -555,7 +589,16 @@ func (m *Machine) ObservePeer(s Snapshot, err error) {
 		}
 		p.Error = err.Error()
 	} else {
-		*p = PeerView{Name: p.Name, Status: s.Status, Desired: s.Desired, Epoch: s.Epoch, Takeover: s.Takeover, ObservedAt: time.Now().UTC()}
+		next := PeerView{Name: p.Name, Status: s.Status, Desired: s.Desired, Epoch: s.Epoch, Takeover: s.Takeover, ObservedAt: time.Now().UTC()}
+		same := p.Error == "" && !p.ObservedAt.IsZero() && p.Status == next.Status && p.Desired == next.Desired && p.Epoch == next.Epoch &&
+			(p.Takeover == nil) == (next.Takeover == nil) && (p.Takeover == nil || *p.Takeover == *next.Takeover)
+		if same && next.ObservedAt.Sub(p.ObservedAt) < 10*time.Second {
+			// Only the peer's revision moved (it observed us, say):
+			// publishing each time would bounce events between the two
+			// forever. The time it was seen is refreshed now and then.
+			return
+		}
+		*p = next
 	}
 	m.publishLocked()
 }
@@ -642,6 +685,7 @@ func (m *Machine) copyLocked() Snapshot {
 		f := *m.snap.Followed
 		s.Followed = &f
 	}
+	s.MDS = slices.Clone(m.snap.MDS)
 	return s
 }
 

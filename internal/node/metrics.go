@@ -17,6 +17,7 @@ type Metrics struct {
 	restarts    *prometheus.CounterVec
 	stayed      prometheus.Counter
 	warnings    *prometheus.GaugeVec
+	registered  *prometheus.GaugeVec
 }
 
 // NewMetrics registers the node's metrics on reg.
@@ -47,8 +48,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		warnings: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "resilience_node_warning", Help: "1 while a warning of this code is shown.",
 		}, []string{"code"}),
+		registered: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "resilience_trunk_registered", Help: "1 while the trunk to this MDS is registered.",
+		}, []string{"mds"}),
 	}
-	reg.MustRegister(m.status, m.epoch, m.transitions, m.duration, m.serviceUp, m.restarts, m.stayed, m.warnings)
+	reg.MustRegister(m.status, m.epoch, m.transitions, m.duration, m.serviceUp, m.restarts, m.stayed, m.warnings, m.registered)
 	return m
 }
 
@@ -90,6 +94,19 @@ func (m *Metrics) transition(action, result string, d time.Duration) {
 	}
 	m.transitions.WithLabelValues(action, result).Inc()
 	m.duration.WithLabelValues(action, result).Observe(d.Seconds())
+}
+
+func (m *Metrics) registrations(regs []Registration) {
+	if m == nil {
+		return
+	}
+	for _, r := range regs {
+		v := 0.0
+		if r.State == "registered" {
+			v = 1
+		}
+		m.registered.WithLabelValues(r.Name).Set(v)
+	}
 }
 
 func (m *Metrics) restart(service string) {

@@ -63,7 +63,9 @@ type Snapshot struct {
 	Takeover *Takeover `json:"takeover,omitempty"`
 	// Followed is the XiVO a cc node follows, as last observed.
 	Followed *Followed `json:"followed,omitempty"`
-	Warnings []Warning `json:"warnings"`
+	// MDS are a xivo node's trunk registrations to the media servers.
+	MDS      []Registration `json:"mds,omitempty"`
+	Warnings []Warning      `json:"warnings"`
 }
 
 // Transition describes the transition under way.
@@ -110,6 +112,19 @@ type Followed struct {
 	// Error is set while the XiVO cannot be reached, since UnreachableSince.
 	Error            string    `json:"error,omitempty"`
 	UnreachableSince time.Time `json:"unreachable_since,omitzero"`
+}
+
+// Registration is a xivo node's SIP trunk registration to one MDS.
+type Registration struct {
+	Name      string `json:"name"`
+	Registrar string `json:"registrar"`
+	// State is unregistered, registering, registered, failed or
+	// unregistering.
+	State        string    `json:"state"`
+	Expires      time.Time `json:"expires,omitzero"`
+	LastResponse string    `json:"last_response,omitempty"`
+	LastError    string    `json:"last_error,omitempty"`
+	Since        time.Time `json:"since,omitzero"`
 }
 
 // Takeover records a forced Start against an Active peer.
