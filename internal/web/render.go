@@ -148,6 +148,7 @@ func (s *Server) funcs() template.FuncMap {
 		"stateLabel":   func(st node.ServiceState) string { return capitalize(string(st)) },
 		"statusTone":   statusTone,
 		"stateTone":    stateTone,
+		"regTone":      registrationTone,
 		"roleLabel":    roleLabel,
 		"capitalize":   capitalize,
 		"clock":        clock,
@@ -241,6 +242,19 @@ func stateTone(st node.ServiceState) string {
 	case node.ServiceRestarting:
 		return "warn"
 	case node.ServiceFailed:
+		return "bad"
+	}
+	return "idle"
+}
+
+// registrationTone colours a trunk registration's state.
+func registrationTone(state string) string {
+	switch state {
+	case "registered":
+		return "ok"
+	case "registering", "unregistering":
+		return "busy"
+	case "failed":
 		return "bad"
 	}
 	return "idle"
