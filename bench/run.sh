@@ -81,6 +81,7 @@ mkdir -p "$BIN"
 	go build -o "$BIN/resilience" ./cmd/resilience
 	go build -o "$BIN/agentbench" ./bench/agentbench
 	go build -o "$BIN/peerserver" ./bench/peerserver
+	go build -o "$BIN/trunkbench" ./bench/trunkbench
 )
 
 rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -113,6 +114,16 @@ bench status --duration "${WRK_SECONDS}s" --timeout 90s
 bench sse --rounds "$ROUNDS" --subscribers 100 --timeout 90s
 bench memory --timeout 60s
 bench cc --cycles "$CYCLES" --timeout 120s
+
+echo
+echo "== xds_register"
+if line=$("$BIN/trunkbench" -mds 20 -rounds "$CYCLES" 2>/dev/null); then
+	echo "$line"
+	result=FAIL; [[ $line == *PASS ]] && result=PASS
+	printf 'xds_register\t%s\t%s\t%s\t%s\t%s\n' "20 MDS in parallel" "one after the other" "$(sed 's/.*| x\([0-9.]*\) .*/x\1/' <<<"$line")" "all within 300ms" "$result" >>"$RESULTS"
+else
+	echo "trunkbench failed"; errors=$((errors + 1))
+fi
 
 echo
 echo "== summary ($((SECONDS - started))s, load before $load_before, after $(cut -d' ' -f1-3 /proc/loadavg))"
