@@ -12,7 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/xivo-resilience/resilience/internal/api"
 	"github.com/xivo-resilience/resilience/internal/apiclient"
 	"github.com/xivo-resilience/resilience/internal/auth"
 	"github.com/xivo-resilience/resilience/internal/config"
@@ -97,13 +96,7 @@ func (a *App) buildEdge(tokens *auth.Tokens, reg *prometheus.Registry, metrics h
 	}
 	n.e = e
 	a.edge = n
-	apiSrv, err := api.New(api.Options{Status: n, History: a.store, Auth: api.BearerAuth{Tokens: tokens},
-		Metrics: metrics, Logger: a.log, Heartbeat: a.heartbeat})
-	if err != nil {
-		return err
-	}
-	a.handler = apiSrv.Handler()
-	return nil
+	return a.mountStatusPage(n, "edge", tokens, metrics)
 }
 
 func edgeBackend(b config.Backend) edge.Backend {

@@ -16,6 +16,7 @@ import (
 	"github.com/xivo-resilience/resilience/internal/feed"
 	"github.com/xivo-resilience/resilience/internal/mds"
 	"github.com/xivo-resilience/resilience/internal/store"
+	"github.com/xivo-resilience/resilience/internal/web"
 )
 
 // MDSStatus is the status of an mds node, as its API serves it: which
@@ -174,10 +175,26 @@ func (a *App) buildMDS(tokens *auth.Tokens, reg *prometheus.Registry, metrics ht
 		return err
 	}
 	a.mds = n
+	return a.mountStatusPage(n, "mds", tokens, metrics)
+}
+
+// mountStatusPage serves the status-only API of an mds or edge node and,
+// beside it on one mux, its read-only web page; the page's session may read
+// the API (the event stream) like a bearer token.
+func (a *App) mountStatusPage(n api.Source, kind string, tokens *auth.Tokens, metrics http.Handler) error {
+	users, err := auth.NewUsers(a.cfg.Auth.Users)
+	if err != nil {
+		return err
+	}
+	webSrv, err := web.NewStatusPage(web.StatusOptions{Name: a.cfg.Name, Kind: kind, Status: n, History: a.store,
+		Users: users, Secure: a.cfg.Listen.TLS != nil, Logger: a.log})
+	if err != nil {
+		return err
+	}
 	apiSrv, err := api.New(api.Options{
 		Status:    n,
 		History:   a.store,
-		Auth:      api.BearerAuth{Tokens: tokens},
+		Auth:      api.Chain{api.BearerAuth{Tokens: tokens}, webSrv},
 		Metrics:   metrics,
 		Logger:    a.log,
 		Heartbeat: a.heartbeat,
@@ -185,6 +202,9 @@ func (a *App) buildMDS(tokens *auth.Tokens, reg *prometheus.Registry, metrics ht
 	if err != nil {
 		return err
 	}
-	a.handler = apiSrv.Handler()
+	mux := http.NewServeMux()
+	apiSrv.Register(mux)
+	webSrv.Register(mux)
+	a.handler = mux
 	return nil
 }

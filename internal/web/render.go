@@ -16,7 +16,7 @@ import (
 // pageNames are the full pages; each file defines "title" and "content",
 // which templates/layout.html places. Fragments (the live part of the
 // page, the confirmation) are defined in templates/partials.html.
-var pageNames = []string{"login", "resilience", "history", "confirm", "error"}
+var pageNames = []string{"login", "resilience", "history", "confirm", "error", "status"}
 
 // templates are the parsed pages: one template set per page, each a clone
 // of the layout and the partials.
@@ -39,7 +39,7 @@ func parseTemplates(fsys fs.FS, funcs template.FuncMap) (*templates, error) {
 		if err != nil {
 			return nil, fmt.Errorf("web: templates: %w", err)
 		}
-		for _, need := range []string{"layout", "title", "content", "live", "confirm", "history-table", "flash"} {
+		for _, need := range []string{"layout", "title", "content", "live", "confirm", "history-table", "flash", "status-live"} {
 			if page.Lookup(need) == nil {
 				return nil, fmt.Errorf("web: templates: %s.html: no template %q", name, need)
 			}
@@ -88,6 +88,12 @@ func (s *Server) smoke() error {
 		{"error", pageData{Node: snap, User: user, Body: errorView{Code: 404, Message: "m"}}},
 		{"error", pageData{Node: snap, Body: errorView{Code: 404, Message: "m"}}},
 	}
+	for _, sv := range sampleStatusViews(now, entries) {
+		pages = append(pages, struct {
+			page string
+			data pageData
+		}{"status", pageData{Node: node.Snapshot{Name: sv.Name, Kind: sv.Kind}, User: user, CSRF: "t", Nav: "status", Refresh: true, RefreshEvery: 5, Tone: sv.Tone, Body: sv}})
+	}
 	for _, p := range pages {
 		if _, err := s.tmpl.execute(p.page, "layout", p.data); err != nil {
 			return fmt.Errorf("web: templates: %s: %w", p.page, err)
@@ -132,7 +138,12 @@ type pageData struct {
 	// Refresh reloads the page every few seconds when JavaScript is off,
 	// while a transition runs.
 	Refresh bool
-	Body    any
+	// RefreshEvery is the reload period in seconds (2 if 0).
+	RefreshEvery int
+	// Tone colours the node's dot in the top bar; the node's status
+	// gives it when empty.
+	Tone string
+	Body any
 }
 
 type userView struct {
@@ -159,13 +170,17 @@ func (s *Server) funcs() template.FuncMap {
 		"resultTone":   resultTone,
 		"dict":         dict,
 		"add":          func(a, b int) int { return a + b },
+		"kindGroup":    kindGroup,
+		"kindPage":     kindPage,
+		"kindLabel":    kindLabel,
+		"healthTone":   healthTone,
 	}
 }
 
 // render writes a full page.
 func (s *Server) render(w http.ResponseWriter, code int, page string, data pageData) {
 	if data.Node.Name == "" {
-		data.Node = s.opts.Machine.Snapshot()
+		data.Node = s.snapshot()
 	}
 	b, err := s.tmpl.execute(page, "layout", data)
 	if err != nil {
@@ -290,7 +305,7 @@ func warningTitle(code string) string {
 // resultTone is the colour of an audit entry's result.
 func resultTone(result string) string {
 	switch result {
-	case "ok":
+	case "ok", "bound":
 		return "ok"
 	case "begun":
 		return "busy"

@@ -109,6 +109,10 @@ type Server struct {
 
 	cookieName      string
 	loginCookieName string
+
+	// status is set on the read-only page of an mds or edge node, which
+	// has no Machine.
+	status *statusPage
 }
 
 // New checks the options, parses the templates and loads the static files;
@@ -117,6 +121,10 @@ func New(opts Options) (*Server, error) {
 	if opts.Machine == nil || opts.History == nil || opts.Users == nil {
 		return nil, errors.New("web: machine, history and users are required")
 	}
+	return newServer(opts, nil)
+}
+
+func newServer(opts Options, status *statusPage) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -149,6 +157,7 @@ func New(opts Options) (*Server, error) {
 		throttle: newThrottle(opts.LoginFailures, opts.LoginLockout, 15*time.Minute, opts.Now),
 		checks:   make(chan struct{}, 2),
 		cop:      http.NewCrossOriginProtection(),
+		status:   status,
 	}
 	var err error
 	if s.assets, err = loadAssets(staticFS); err != nil {
@@ -160,7 +169,7 @@ func New(opts Options) (*Server, error) {
 	if err := s.smoke(); err != nil {
 		return nil, err
 	}
-	s.cookieName, s.loginCookieName = cookieNames(opts.Machine.Snapshot().Name, opts.Secure)
+	s.cookieName, s.loginCookieName = cookieNames(s.snapshot().Name, opts.Secure)
 	return s, nil
 }
 
@@ -181,6 +190,10 @@ func cookieNames(nodeName string, secure bool) (session, login string) {
 
 // Register adds the page's routes to mux, beside the API's.
 func (s *Server) Register(mux *http.ServeMux) {
+	if s.status != nil {
+		s.registerStatus(mux)
+		return
+	}
 	mux.Handle("GET /{$}", s.page(s.resilienceShow))
 	mux.Handle("GET /partials/live", s.partial(s.liveShow))
 	mux.Handle("GET /history", s.page(s.historyShow))
