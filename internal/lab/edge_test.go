@@ -181,3 +181,53 @@ func TestLab_EdgeFollowsFailover(t *testing.T) {
 	edgeAnswers(t, web, "asterisk on xivo-main")
 	sipAnswersFrom(t, l.EdgeSIP(), "asterisk on xivo-main")
 }
+
+// TestLab_EdgeUnplannedFailover: the Main's agent and services die; the
+// Edge stops sending users there and shows its maintenance page; the
+// operator starts the Standby (its peer is unreachable) and the traffic
+// flows to it through the same address.
+func TestLab_EdgeUnplannedFailover(t *testing.T) {
+	l := startLab(t, Options{})
+	web := "http://" + l.EdgeHTTP() + "/"
+	edgeAnswers(t, web, "asterisk on xivo-main")
+	ld := startLoad(web, 2)
+	time.Sleep(200 * time.Millisecond)
+	killed := time.Now()
+	if err := l.Kill("xivo-main"); err != nil {
+		t.Fatal(err)
+	}
+	edgeStatus(t, web, 503, 10*time.Second)
+	t.Logf("maintenance page %s after the Main died", time.Since(killed).Round(time.Millisecond))
+	if _, err := l.Client("xivo-standby").Start(context.Background(), false, "main died"); err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	edgeAnswers(t, web, "asterisk on xivo-standby")
+	t.Logf("standby served %s after its Start services returned", time.Since(started).Round(time.Millisecond))
+	counts := ld.finish()
+	t.Logf("requests during the unplanned switch: %v", counts)
+	for k, n := range counts {
+		switch k {
+		case "200 asterisk on xivo-main", "200 asterisk on xivo-standby", "503":
+		default:
+			t.Errorf("%d requests answered %q: want only answers and maintenance pages, no hung or reset connections", n, k)
+		}
+	}
+}
+
+// edgeStatus waits until the Edge answers with code.
+func edgeStatus(t *testing.T, url string, code int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	for time.Now().Before(deadline) {
+		if resp, err := c.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == code {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("the Edge never answered %d within %s", code, within)
+}
