@@ -73,7 +73,8 @@ func closedAddr(t *testing.T) string {
 func TestUnit_Start(t *testing.T) {
 	t.Run("ready after a delay", func(t *testing.T) {
 		var readyAt atomic.Int64
-		readyAt.Store(time.Now().Add(200 * time.Millisecond).UnixNano())
+		begin := time.Now()
+		readyAt.Store(begin.Add(200 * time.Millisecond).UnixNano())
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if time.Now().UnixNano() < readyAt.Load() {
 				http.Error(w, "warming up", http.StatusServiceUnavailable)
@@ -87,7 +88,6 @@ func TestUnit_Start(t *testing.T) {
 			Name: "web", Backend: b, Ready: ready.HTTP{URL: srv.URL},
 			ReadyInterval: 20 * time.Millisecond, StartTimeout: 10 * time.Second,
 		}
-		begin := time.Now()
 		if err := u.Start(context.Background()); err != nil {
 			t.Fatalf("Start: %v", err)
 		}

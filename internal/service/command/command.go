@@ -11,7 +11,6 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -110,7 +109,7 @@ func (b *Backend) Running(ctx context.Context) (bool, error) {
 func (b *Backend) run(ctx context.Context, script, logFile string) error {
 	cmd := osexec.CommandContext(ctx, "/bin/sh", "-c", script)
 	cmd.Dir = b.opts.Dir
-	cmd.Env = environ(b.opts.Env)
+	cmd.Env = service.Environ(b.opts.Env)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = waitDelay
@@ -188,20 +187,6 @@ func (w *tailWriter) lastLines() string {
 		lines = lines[len(lines)-tailLines:]
 	}
 	return strings.Join(lines, "; ")
-}
-
-// environ is the agent's environment plus env; later entries win.
-func environ(env map[string]string) []string {
-	keys := make([]string, 0, len(env))
-	for k := range env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	out := os.Environ()
-	for _, k := range keys {
-		out = append(out, k+"="+env[k])
-	}
-	return out
 }
 
 func openLog(path string) (*os.File, error) {

@@ -13,7 +13,6 @@ import (
 	osexec "os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -422,7 +421,7 @@ func (r *run) spawn() (*proc, error) {
 	opts := r.b.opts
 	cmd := osexec.Command(opts.Command[0], opts.Command[1:]...)
 	cmd.Dir = opts.Dir
-	cmd.Env = environ(opts.Env)
+	cmd.Env = service.Environ(opts.Env)
 	// Setpgid: Stop signals the whole group, helpers included.
 	// Pdeathsig: the child dies with the agent (see supervise).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -490,21 +489,6 @@ func (b *Backend) exitError(p *proc) error {
 		return fmt.Errorf("%w: %s", err, tail)
 	}
 	return err
-}
-
-// environ is the agent's environment plus env, sorted for stable output;
-// later entries win, so env overrides the agent's.
-func environ(env map[string]string) []string {
-	keys := make([]string, 0, len(env))
-	for k := range env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	out := os.Environ()
-	for _, k := range keys {
-		out = append(out, k+"="+env[k])
-	}
-	return out
 }
 
 // openLog opens path for appending, creating it and its folder, and

@@ -11,9 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	osexec "os/exec"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -112,7 +110,7 @@ func (c Command) Check(ctx context.Context) error {
 	}
 	cmd := osexec.CommandContext(ctx, "/bin/sh", "-c", c.Command)
 	cmd.Dir = c.Dir
-	cmd.Env = environ(c.Env)
+	cmd.Env = service.Environ(c.Env)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = waitDelay
@@ -166,18 +164,4 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:n], "") + "..."
-}
-
-// environ is the agent's environment plus env; later entries win.
-func environ(env map[string]string) []string {
-	keys := make([]string, 0, len(env))
-	for k := range env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	out := os.Environ()
-	for _, k := range keys {
-		out = append(out, k+"="+env[k])
-	}
-	return out
 }
