@@ -111,6 +111,9 @@ type target struct {
 
 	// Owned by run.
 	why string // why not usable ("" when usable)
+	// staleOnly: the only thing against it is a newer Active side; see
+	// recompute's make-before-break.
+	staleOnly bool
 	gen uint64 // grows each time the target is chosen
 }
 
@@ -253,14 +256,15 @@ func (e *Edge) judge(t *target) string {
 	if o := t.other.b.node; o.highest > high {
 		high, by = o.highest, o.highestBy
 	}
-	if n.snap.Epoch < high {
-		return fmt.Sprintf("node %s is active at epoch %d, stale: %s was active at epoch %d", n.name, n.snap.Epoch, by, high)
-	}
 	if t.b.cfg.Health != nil && !t.b.health.up {
 		return "health check failing: " + t.b.health.err
 	}
 	if t.b.passiveDown {
 		return fmt.Sprintf("marked down after %d failed connections: %s", e.opts.MarkDownAfter, t.b.passiveErr)
+	}
+	if n.snap.Epoch < high {
+		t.staleOnly = true
+		return fmt.Sprintf("node %s is active at epoch %d, stale: %s was active at epoch %d", n.name, n.snap.Epoch, by, high)
 	}
 	return ""
 }
@@ -277,6 +281,7 @@ func (e *Edge) recompute() {
 	now := time.Now()
 	for _, r := range e.routes {
 		for _, t := range r.sides {
+			t.staleOnly = false
 			t.why = e.judge(t)
 			t.usable.Store(t.why == "")
 			e.m.up.WithLabelValues(r.name, t.b.cfg.Name).Set(b2f(t.why == ""))
@@ -288,6 +293,11 @@ func (e *Edge) recompute() {
 			next = main
 		case standby.why == "":
 			next = standby
+		case next != nil && next.staleOnly:
+			// Make-before-break: the newer side took over but cannot be
+			// used yet (its health check has not passed); the chosen side
+			// still runs and passes its own, so it serves until then
+			// rather than nobody.
 		default:
 			next = nil
 		}
