@@ -126,6 +126,29 @@ else
 fi
 
 echo
+echo "== edge_vs_haproxy"
+if ! command -v haproxy >/dev/null; then
+	echo "== installing haproxy"
+	export DEBIAN_FRONTEND=noninteractive
+	if ! apt-get install -y -qq haproxy >/dev/null 2>&1; then
+		apt-get update -qq
+		apt-get install -y -qq haproxy >/dev/null || true
+	fi
+fi
+if (cd "$ROOT" && go build -o "$BIN/edgebench" ./bench/edgebench) &&
+	line=$("$BIN/edgebench" -bin "$BIN/resilience" -duration "${WRK_SECONDS}s" -runs 2 -pidfile "$PIDS"); then
+	echo "$line"
+	result=FAIL; [[ $line == *PASS ]] && result=PASS
+	printf 'edge_vs_haproxy\t%s\t%s\t%s\t%s\t%s\n' \
+		"$(sed 's/^edge_vs_haproxy: edge \([0-9]*\) req\/s p99 \([0-9.]*ms\) |.*/\1 req\/s, p99 \2/' <<<"$line")" \
+		"$(sed 's/.*| haproxy \([0-9]*\) req\/s p99 \([0-9.]*ms\) |.*/HAProxy \1 req\/s, p99 \2/' <<<"$line")" \
+		"$(sed 's/.*| req\/s \(x[0-9.]*\) .*, p99 \(x[0-9.]*\) .*/req\/s \1, p99 \2/' <<<"$line")" \
+		"req/s >= x0.8, p99 <= x1.5" "$result" >>"$RESULTS"
+else
+	echo "edgebench failed"; errors=$((errors + 1))
+fi
+
+echo
 echo "== summary ($((SECONDS - started))s, load before $load_before, after $(cut -d' ' -f1-3 /proc/loadavg))"
 {
 	printf 'BENCHMARK\tAGENT\tPEER\tAGENT vs PEER\tTARGET\tRESULT\n'

@@ -114,7 +114,7 @@ type target struct {
 	// staleOnly: the only thing against it is a newer Active side; see
 	// recompute's make-before-break.
 	staleOnly bool
-	gen uint64 // grows each time the target is chosen
+	gen       uint64 // grows each time the target is chosen
 }
 
 // do hands fn to the owning goroutine; false once the Edge is closing.
