@@ -148,6 +148,20 @@ else
 	echo "edgebench failed"; errors=$((errors + 1))
 fi
 
+echo "== edge_websockets"
+if [[ -x $BIN/edgebench ]] &&
+	line=$("$BIN/edgebench" ws -bin "$BIN/resilience" -n 10000 -pidfile "$PIDS"); then
+	echo "$line"
+	result=FAIL; [[ $line == *PASS ]] && result=PASS
+	printf 'edge_websockets\t%s\t%s\t%s\t%s\t%s\n' \
+		"$(sed 's/^edge_websockets: \([0-9]*\) idle WS: edge VmRSS \([0-9.]* MB\) .*closed on switch: max \([0-9]* ms\) .*, left open \([0-9]*\) .*/\1 WS, \2, closed max \3, \4 left open/' <<<"$line")" \
+		"$(sed 's/.*| haproxy VmRSS \([0-9.]* MB\) |.*/HAProxy \1/' <<<"$line")" \
+		"$(sed 's/.*| \(x[0-9.]*\) |.*/VmRSS \1/' <<<"$line")" \
+		"< 200 MB, all closed within 1 s" "$result" >>"$RESULTS"
+else
+	echo "edgebench ws failed"; errors=$((errors + 1))
+fi
+
 echo
 echo "== summary ($((SECONDS - started))s, load before $load_before, after $(cut -d' ' -f1-3 /proc/loadavg))"
 {

@@ -10,6 +10,15 @@
 //
 // The backend is this binary again: `edgebench backend --listen ADDR`.
 //
+// A second mode, `edgebench ws [-bin resilience] [-n 10000]`, holds N idle
+// WebSockets through the Edge and through HAProxy, reads both proxies'
+// resident memory, then switches the Edge's route (xivo-standby takes over
+// at epoch 2) and times how long until the Edge closed every WebSocket
+// (ws.go; its backend is `edgebench wsbackend --listen ADDR --listen ADDR`).
+// It prints:
+//
+//	edge_websockets: N idle WS: edge VmRSS X MB (HWM Y MB) | haproxy VmRSS Z MB | xR.RR | closed on switch: max A ms p99 B ms, left open C (targets: < 200 MB, all within 1 s) PASS|FAIL
+//
 // Prints one line:
 //
 //	edge_vs_haproxy: edge X req/s p99 Yms | haproxy X req/s p99 Yms | req/s xA (target >= 0.8), p99 xB (target <= 1.5) PASS|FAIL
@@ -59,6 +68,21 @@ func main() {
 			fmt.Fprintln(os.Stderr, "edgebench backend:", err)
 			os.Exit(1)
 		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "wsbackend" {
+		fs := flag.NewFlagSet("wsbackend", flag.ExitOnError)
+		var listen listFlag
+		fs.Var(&listen, "listen", "HOST:PORT to serve WebSocket upgrades on (repeatable)")
+		_ = fs.Parse(os.Args[2:])
+		if err := wsBackend(listen); err != nil {
+			fmt.Fprintln(os.Stderr, "edgebench wsbackend:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "ws" {
+		wsMain(os.Args[2:])
 		return
 	}
 	bin := flag.String("bin", "", "resilience binary (built from ./cmd/resilience when empty)")
@@ -321,6 +345,11 @@ backend be
 		e.rps, ms(e.p99), h.rps, ms(h.p99), rr, minRatioRPS, pr, maxRatioP99, verdict)
 	return nil
 }
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 func ms(d time.Duration) string {
 	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + "ms"
