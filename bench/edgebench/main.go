@@ -210,53 +210,21 @@ func (b *bench) run() error {
 	}
 
 	// 2. Stub node agents.
-	mainURL, err := b.stub(`{"name":"xivo-main","kind":"xivo","role":"main","mode":"manual","revision":1,"status":"active","desired":"active","epoch":1,"since":"2026-01-01T00:00:00Z","services":[],"warnings":[]}`)
+	mainURL, err := b.stub(mainStatus)
 	if err != nil {
 		return err
 	}
-	standbyURL, err := b.stub(`{"name":"xivo-standby","kind":"xivo","role":"standby","mode":"manual","revision":1,"status":"inactive","desired":"inactive","epoch":0,"since":"2026-01-01T00:00:00Z","services":[],"warnings":[]}`)
+	standbyURL, err := b.stub(standbyStatus)
 	if err != nil {
 		return err
 	}
 
 	// 3. The Edge, a real agent process on core 0, one P.
-	apiPort, err := freePort(ipEdge)
+	edgeAddr, err := b.startEdge(ctx, "web", mainURL, standbyURL, backendAddr, net.JoinHostPort(ipBackend, strconv.Itoa(closedPort)))
 	if err != nil {
 		return err
 	}
-	httpPort, err := freePort(ipEdge)
-	if err != nil {
-		return err
-	}
-	token := filepath.Join(b.dir, "token")
-	if err := os.WriteFile(token, []byte("edgebench-token-0123456789abcdef\n"), 0o600); err != nil {
-		return err
-	}
-	cfg := filepath.Join(b.dir, "edge.yaml")
-	yaml := fmt.Sprintf(`kind: edge
-name: edge
-state_dir: %s
-listen: {address: "%s:%d"}
-edge: {http: "%s:%d"}
-nodes:
-  - {name: xivo-main, url: "%s", token: {file: %s}}
-  - {name: xivo-standby, url: "%s", token: {file: %s}}
-routes:
-  - name: web
-    main: {node: xivo-main, address: "%s"}
-    standby: {node: xivo-standby, address: "%s:%d"}
-log: {level: warn}
-`, filepath.Join(b.dir, "state"), ipEdge, apiPort, ipEdge, httpPort, mainURL, token, standbyURL, token, backendAddr, ipBackend, closedPort)
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
-		return err
-	}
-	if out, err := exec.CommandContext(ctx, b.bin, "check-config", "--config", cfg).CombinedOutput(); err != nil {
-		return fmt.Errorf("check-config: %v\n%s", err, out)
-	}
-	if err := b.start("edge", []string{"GOMAXPROCS=1"}, "taskset", "-c", "0", b.bin, "serve", "--config", cfg); err != nil {
-		return err
-	}
-	edgeURL := fmt.Sprintf("http://%s:%d/", ipEdge, httpPort)
+	edgeURL := "http://" + edgeAddr + "/"
 	if err := waitBody(ctx, edgeURL, 20*time.Second); err != nil {
 		return fmt.Errorf("edge: %w (log: %s)", err, b.tail("edge"))
 	}
@@ -358,6 +326,55 @@ func ms(d time.Duration) string {
 // start runs a child with its output in DIR/NAME.log; it gets SIGKILL if
 // this process dies (Pdeathsig). taskset execs the command, so the pid is
 // the command's.
+// The stub nodes' first statuses: the Main Active, the Standby Inactive.
+const (
+	mainStatus    = `{"name":"xivo-main","kind":"xivo","role":"main","mode":"manual","revision":1,"status":"active","desired":"active","epoch":1,"since":"2026-01-01T00:00:00Z","services":[],"warnings":[]}`
+	standbyStatus = `{"name":"xivo-standby","kind":"xivo","role":"standby","mode":"manual","revision":1,"status":"inactive","desired":"inactive","epoch":0,"since":"2026-01-01T00:00:00Z","services":[],"warnings":[]}`
+)
+
+// startEdge writes an edge config with one route from the two stub nodes
+// to the two backends, checks it, and starts the agent on core 0 with one
+// P; it returns the Edge's HTTP address.
+func (b *bench) startEdge(ctx context.Context, route, mainURL, standbyURL, mainAddr, standbyAddr string) (string, error) {
+	apiPort, err := freePort(ipEdge)
+	if err != nil {
+		return "", err
+	}
+	httpPort, err := freePort(ipEdge)
+	if err != nil {
+		return "", err
+	}
+	token := filepath.Join(b.dir, "token")
+	if err := os.WriteFile(token, []byte("edgebench-token-0123456789abcdef\n"), 0o600); err != nil {
+		return "", err
+	}
+	cfg := filepath.Join(b.dir, "edge.yaml")
+	yaml := fmt.Sprintf(`kind: edge
+name: edge
+state_dir: %s
+listen: {address: "%s:%d"}
+edge: {http: "%s:%d"}
+nodes:
+  - {name: xivo-main, url: "%s", token: {file: %s}}
+  - {name: xivo-standby, url: "%s", token: {file: %s}}
+routes:
+  - name: %s
+    main: {node: xivo-main, address: "%s"}
+    standby: {node: xivo-standby, address: "%s"}
+log: {level: warn}
+`, filepath.Join(b.dir, "state"), ipEdge, apiPort, ipEdge, httpPort, mainURL, token, standbyURL, token, route, mainAddr, standbyAddr)
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		return "", err
+	}
+	if out, err := exec.CommandContext(ctx, b.bin, "check-config", "--config", cfg).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("check-config: %v\n%s", err, out)
+	}
+	if err := b.start("edge", []string{"GOMAXPROCS=1"}, "taskset", "-c", "0", b.bin, "serve", "--config", cfg); err != nil {
+		return "", err
+	}
+	return net.JoinHostPort(ipEdge, strconv.Itoa(httpPort)), nil
+}
+
 func (b *bench) start(name string, env []string, argv ...string) error {
 	logf, err := os.Create(filepath.Join(b.dir, name+".log"))
 	if err != nil {

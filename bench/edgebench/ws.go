@@ -440,55 +440,21 @@ func (b *bench) runWS(n, par int, idle time.Duration) error {
 	}
 
 	// 2. Stub node agents whose status changes at runtime.
-	mainStub, mainURL, err := b.dynStub(`{"name":"xivo-main","kind":"xivo","role":"main","mode":"manual","revision":1,"status":"active","desired":"active","epoch":1,"since":"2026-01-01T00:00:00Z","services":[],"warnings":[]}`)
+	_, mainURL, err := b.dynStub(mainStatus)
 	if err != nil {
 		return err
 	}
-	_ = mainStub
-	standbyStub, standbyURL, err := b.dynStub(`{"name":"xivo-standby","kind":"xivo","role":"standby","mode":"manual","revision":1,"status":"inactive","desired":"inactive","epoch":0,"since":"2026-01-01T00:00:00Z","services":[],"warnings":[]}`)
+	standbyStub, standbyURL, err := b.dynStub(standbyStatus)
 	if err != nil {
 		return err
 	}
 
 	// 3. The Edge on core 0, one P.
-	apiPort, err := freePort(ipEdge)
+	edgeAddr, err := b.startEdge(ctx, "ws", mainURL, standbyURL, wsAddr[0], wsAddr[1])
 	if err != nil {
-		return err
-	}
-	httpPort, err := freePort(ipEdge)
-	if err != nil {
-		return err
-	}
-	token := filepath.Join(b.dir, "token")
-	if err := os.WriteFile(token, []byte("edgebench-token-0123456789abcdef\n"), 0o600); err != nil {
-		return err
-	}
-	cfg := filepath.Join(b.dir, "edge.yaml")
-	yaml := fmt.Sprintf(`kind: edge
-name: edge
-state_dir: %s
-listen: {address: "%s:%d"}
-edge: {http: "%s:%d"}
-nodes:
-  - {name: xivo-main, url: "%s", token: {file: %s}}
-  - {name: xivo-standby, url: "%s", token: {file: %s}}
-routes:
-  - name: ws
-    main: {node: xivo-main, address: "%s"}
-    standby: {node: xivo-standby, address: "%s"}
-log: {level: warn}
-`, filepath.Join(b.dir, "state"), ipEdge, apiPort, ipEdge, httpPort, mainURL, token, standbyURL, token, wsAddr[0], wsAddr[1])
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
-		return err
-	}
-	if out, err := exec.CommandContext(ctx, b.bin, "check-config", "--config", cfg).CombinedOutput(); err != nil {
-		return fmt.Errorf("check-config: %v\n%s", err, out)
-	}
-	if err := b.start("edge", []string{"GOMAXPROCS=1"}, "taskset", "-c", "0", b.bin, "serve", "--config", cfg); err != nil {
 		return err
 	}
 	edgePid := b.lastPid()
-	edgeAddr := net.JoinHostPort(ipEdge, strconv.Itoa(httpPort))
 	{
 		var wg sync.WaitGroup
 		okBy := time.Now().Add(20 * time.Second)
