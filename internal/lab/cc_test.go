@@ -11,17 +11,6 @@ import (
 	"github.com/xivo-resilience/resilience/internal/node"
 )
 
-// waitFollowed waits until a cc node reports status want and that it
-// follows its XiVO through via ("" for any).
-func waitCC(t *testing.T, l *Lab, name string, want node.Status, within time.Duration) node.Snapshot {
-	t.Helper()
-	s, err := l.WaitStatus(context.Background(), name, want, within)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 func ccServes(t *testing.T, l *Lab, name string, want bool) {
 	t.Helper()
 	for i, svc := range CCServices {
@@ -44,7 +33,7 @@ func TestLab_CCFollowsXiVO(t *testing.T) {
 	if _, err := l.Client("xivo-standby").Start(ctx, true, "failover"); err != nil {
 		t.Fatal(err)
 	}
-	s := waitCC(t, l, "cc-standby", node.Active, 5*time.Second)
+	s := waitStatus(t, l, "cc-standby", node.Active)
 	if s.Epoch != 2 || s.Followed == nil || s.Followed.Name != "xivo-standby" || s.Followed.Via != "events" {
 		t.Fatalf("cc-standby: epoch %d followed %+v", s.Epoch, s.Followed)
 	}
@@ -52,18 +41,18 @@ func TestLab_CCFollowsXiVO(t *testing.T) {
 	if _, err := l.Client("xivo-main").Stop(ctx, "failover"); err != nil {
 		t.Fatal(err)
 	}
-	waitCC(t, l, "cc-main", node.Inactive, 5*time.Second)
+	waitStatus(t, l, "cc-main", node.Inactive)
 	ccServes(t, l, "cc-main", false)
 
 	// Failback.
 	if _, err := l.Client("xivo-standby").Stop(ctx, "failback"); err != nil {
 		t.Fatal(err)
 	}
-	waitCC(t, l, "cc-standby", node.Inactive, 5*time.Second)
+	waitStatus(t, l, "cc-standby", node.Inactive)
 	if _, err := l.Client("xivo-main").Start(ctx, false, "failback"); err != nil {
 		t.Fatal(err)
 	}
-	s = waitCC(t, l, "cc-main", node.Active, 5*time.Second)
+	s = waitStatus(t, l, "cc-main", node.Active)
 	if s.Epoch != 3 {
 		t.Fatalf("cc-main epoch %d, want its XiVO's 3", s.Epoch)
 	}
@@ -99,7 +88,7 @@ func TestLab_CCPollFallback(t *testing.T) {
 	if _, err := l.Client("xivo-standby").Start(ctx, true, "failover with the stream cut"); err != nil {
 		t.Fatal(err)
 	}
-	s := waitCC(t, l, "cc-standby", node.Active, 5*time.Second)
+	s := waitStatus(t, l, "cc-standby", node.Active)
 	if s.Followed == nil || s.Followed.Via != "poll" || s.Followed.Epoch != 2 {
 		t.Fatalf("cc-standby followed %+v, want via poll at epoch 2", s.Followed)
 	}
@@ -164,7 +153,7 @@ func TestLab_CCKilledDuringChange(t *testing.T) {
 	if err := l.Restart("cc-standby"); err != nil {
 		t.Fatal(err)
 	}
-	waitCC(t, l, "cc-standby", node.Active, 10*time.Second)
+	waitStatus(t, l, "cc-standby", node.Active)
 	ccServes(t, l, "cc-standby", true)
 
 	// And back, killed in the middle of its own activation's aftermath.
@@ -177,7 +166,7 @@ func TestLab_CCKilledDuringChange(t *testing.T) {
 	if err := l.Restart("cc-standby"); err != nil {
 		t.Fatal(err)
 	}
-	s := waitCC(t, l, "cc-standby", node.Inactive, 10*time.Second)
+	s := waitStatus(t, l, "cc-standby", node.Inactive)
 	if s.Desired != node.Inactive {
 		t.Fatalf("desired %s", s.Desired)
 	}
