@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -374,20 +375,33 @@ func TestMachine_SubscribeSeesEveryStep(t *testing.T) {
 	if _, err := f.m.StartServices(context.Background(), admin); err != nil {
 		t.Fatal(err)
 	}
-	var last string
-	for i := 0; ; i++ {
-		select {
-		case b := <-ch:
-			last = string(b)
-			continue
-		default:
+	// Each step of the transition is an event, in order: what the peer
+	// check found, activating, the services one by one, then active.
+	var steps []string
+	for len(ch) > 0 {
+		var s Snapshot
+		if err := json.Unmarshal(<-ch, &s); err != nil {
+			t.Fatal(err)
 		}
-		if i > 0 {
-			break
+		step := string(s.Status)
+		for _, svc := range s.Services {
+			step += " " + svc.Name + "=" + string(svc.State)
+		}
+		if len(steps) == 0 || steps[len(steps)-1] != step {
+			steps = append(steps, step)
 		}
 	}
-	if !strings.Contains(last, `"status":"active"`) {
-		t.Fatalf("last event %s, want active", last)
+	want := []string{
+		"inactive a=stopped b=stopped",
+		"activating a=stopped b=stopped",
+		"activating a=starting b=stopped",
+		"activating a=running b=stopped",
+		"activating a=running b=starting",
+		"activating a=running b=running",
+		"active a=running b=running",
+	}
+	if !slices.Equal(steps, want) {
+		t.Fatalf("steps =\n%s\nwant\n%s", strings.Join(steps, "\n"), strings.Join(want, "\n"))
 	}
 }
 
