@@ -1,12 +1,15 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -15,13 +18,19 @@ import (
 
 // SIP is relayed at layer 4, without parsing: the Edge only has to bring
 // phones' packets to the Active XiVO's SIP service and its answers back
-// from the one address phones know.
+// from the one address phones know. Only a request that finds no side is
+// read, to answer it.
 //
 // UDP has no connections, so the Edge keeps a flow per client address:
 // a connected socket of its own towards the chosen backend, whose answers
 // go back to the client from the Edge's listening socket. A switch drops
 // the old side's flows; the client's next datagram opens a flow to the
 // new side. Flows expire when idle and are bounded in number.
+//
+// While no side is usable, a request over UDP is answered 503 with
+// Retry-After (see sip503) rather than dropped, so that a phone gives up
+// at once instead of retransmitting for 32 s. Over TCP the connection is
+// closed at once (answering would need the stream's framing).
 //
 // TCP is relayed connection for connection, each a session of its target
 // closed on a switch (after Drain) so that the phone reconnects, through
@@ -50,6 +59,10 @@ type sipRelay struct {
 	closed bool
 
 	closeOnce sync.Once
+
+	// Owned by serveUDP: the 503 being written and its rate limit.
+	out   []byte
+	limit tokenBucket
 }
 
 type flow struct {
@@ -167,7 +180,7 @@ func (s *sipRelay) serveUDP() {
 		}
 		t := s.r.cur.Load()
 		if t == nil {
-			s.e.m.udpDropped.WithLabelValues(s.r.name, "no_backend").Inc()
+			s.unavailable(buf[:n], client)
 			continue
 		}
 		f := s.flowFor(client, t)
@@ -369,4 +382,228 @@ func (s *sipRelay) dialTCP(t *target) (net.Conn, error) {
 	}
 	t.b.connected()
 	return up, nil
+}
+
+// sip503PerSecond bounds the 503s a UDP route sends, so that a flood of
+// spoofed requests cannot aim the Edge's answers at a victim.
+const sip503PerSecond = 1000
+
+// sipMaxHeaderLines bounds the work spent on a request to answer 503.
+const sipMaxHeaderLines = 64
+
+// unavailable answers req, which found no usable side, with a 503 (the
+// route's unavailable counter, as HTTP's maintenance page) or, when it
+// must not be answered or the rate limit is reached, drops it. It runs on
+// serveUDP's goroutine.
+func (s *sipRelay) unavailable(req []byte, client netip.AddrPort) {
+	if a := sip503(s.out[:0], req, s.e.retryAfter[0]); a != nil && s.limit.allow(time.Now()) {
+		s.out = a
+		if _, err := s.udp.WriteToUDPAddrPort(a, client); err == nil {
+			s.r.unavailable.Inc()
+			return
+		}
+	}
+	s.e.m.udpDropped.WithLabelValues(s.r.name, "no_backend").Inc()
+}
+
+// tokenBucket allows rate events a second, in bursts of up to rate.
+// The zero value allows sip503PerSecond. Not safe for concurrent use.
+type tokenBucket struct {
+	rate   float64
+	tokens float64
+	last   time.Time
+}
+
+func (b *tokenBucket) allow(now time.Time) bool {
+	rate := b.rate
+	if rate <= 0 {
+		rate = sip503PerSecond
+	}
+	if b.last.IsZero() {
+		b.tokens = rate
+	} else {
+		b.tokens = min(rate, b.tokens+max(0, now.Sub(b.last).Seconds())*rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// sip503 appends to dst the 503 Service Unavailable a stateless UAS
+// answers req with (RFC 3261 8.2.6): its Via headers in order, From, To
+// with a tag, Call-ID and CSeq, then Retry-After and Content-Length: 0.
+// It returns nil for what must get no answer: a response, an ACK, what
+// does not parse as a request (within udpFlowBuf bytes and
+// sipMaxHeaderLines lines), and a request smaller than its answer (no
+// amplification). Compact header names and folded lines are understood.
+func sip503(dst, req []byte, retryAfter string) []byte {
+	if len(req) > udpFlowBuf {
+		return nil
+	}
+	line, rest, ok := sipLine(req)
+	if !ok || bytes.HasPrefix(line, []byte("SIP/2.0")) {
+		return nil // a response is never answered
+	}
+	method, ok := sipRequestLine(line)
+	if !ok || method == "ACK" {
+		return nil // an ACK gets no response
+	}
+	var vias [][]byte
+	var from, to, callID, cseq []byte
+	var last *[]byte // the value a folded line continues; nil if not kept
+	for n := 0; ; n++ {
+		if line, rest, ok = sipLine(rest); !ok {
+			return nil
+		}
+		if len(line) == 0 {
+			break // the end of the headers; the body does not matter
+		}
+		if n == sipMaxHeaderLines {
+			return nil
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			if n == 0 {
+				return nil
+			}
+			if last != nil { // unfold into a copy, never into req
+				*last = bytes.Join([][]byte{*last, bytes.TrimSpace(line)}, []byte(" "))
+			}
+			continue
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		name, value = bytes.TrimRight(name, " \t"), bytes.TrimSpace(value)
+		if !ok || !sipToken(name) {
+			return nil
+		}
+		var one *[]byte
+		switch {
+		case sipIs(name, "Via", "v"):
+			vias = append(vias, value)
+			last = &vias[len(vias)-1]
+			continue
+		case sipIs(name, "From", "f"):
+			one = &from
+		case sipIs(name, "To", "t"):
+			one = &to
+		case sipIs(name, "Call-ID", "i"):
+			one = &callID
+		case sipIs(name, "CSeq", ""):
+			one = &cseq
+		default:
+			last = nil
+			continue
+		}
+		if *one != nil {
+			return nil // twice
+		}
+		if value == nil {
+			value = []byte{} // seen, though empty
+		}
+		*one, last = value, one
+	}
+	if len(vias) == 0 || len(from) == 0 || len(to) == 0 || len(callID) == 0 || len(cseq) == 0 {
+		return nil // missing, or empty
+	}
+	for _, v := range vias {
+		if len(v) == 0 {
+			return nil
+		}
+	}
+	if f := bytes.Fields(cseq); len(f) != 2 || !sipDigits(f[0]) || string(f[1]) != method {
+		return nil // CSeq: number and the request's method
+	}
+	dst = append(dst, "SIP/2.0 503 Service Unavailable\r\n"...)
+	for _, v := range vias {
+		dst = append(append(append(dst, "Via: "...), v...), "\r\n"...)
+	}
+	dst = append(append(append(dst, "From: "...), from...), "\r\n"...)
+	dst = append(append(dst, "To: "...), to...)
+	if !sipHasTag(to) {
+		// The same request gets the same tag (RFC 3261 8.2.7), so a
+		// retransmission gets the same answer.
+		h := fnv.New64a()
+		for _, v := range [][]byte{callID, from, cseq, vias[0]} {
+			h.Write(v)
+			h.Write([]byte{0})
+		}
+		dst = strconv.AppendUint(append(dst, ";tag="...), h.Sum64(), 16)
+	}
+	dst = append(append(append(dst, "\r\nCall-ID: "...), callID...), "\r\n"...)
+	dst = append(append(append(dst, "CSeq: "...), cseq...), "\r\n"...)
+	dst = append(append(append(dst, "Retry-After: "...), retryAfter...), "\r\nContent-Length: 0\r\n\r\n"...)
+	if len(dst) > len(req) {
+		return nil
+	}
+	return dst
+}
+
+// sipLine cuts the first line off b: CRLF or a bare LF ends it. A line
+// without its end, or with a control character, is malformed.
+func sipLine(b []byte) (line, rest []byte, ok bool) {
+	line, rest, ok = bytes.Cut(b, []byte("\n"))
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	for _, c := range line {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return nil, nil, false
+		}
+	}
+	return line, rest, ok
+}
+
+// sipRequestLine returns the method of "METHOD SP Request-URI SP SIP/2.0".
+func sipRequestLine(line []byte) (string, bool) {
+	method, rest, _ := bytes.Cut(line, []byte(" "))
+	uri, version, _ := bytes.Cut(rest, []byte(" "))
+	if !sipToken(method) || len(uri) == 0 || !bytes.EqualFold(version, []byte("SIP/2.0")) {
+		return "", false
+	}
+	return string(method), true
+}
+
+// sipToken reports whether b is a non-empty RFC 3261 token.
+func sipToken(b []byte) bool {
+	for _, c := range b {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || bytes.IndexByte([]byte("-.!%*_+`'~"), c) >= 0) {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+func sipDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return len(b) > 0 && len(b) <= 10
+}
+
+// sipIs reports whether a header name is long or its compact form.
+func sipIs(name []byte, long, compact string) bool {
+	return bytes.EqualFold(name, []byte(long)) || compact != "" && bytes.EqualFold(name, []byte(compact))
+}
+
+// sipHasTag reports whether a From or To value has a tag parameter: its
+// parameters follow the name-addr's '>' or, in a bare addr-spec (which
+// cannot hold URI parameters), the first ';'.
+func sipHasTag(v []byte) bool {
+	if i := bytes.LastIndexByte(v, '>'); i >= 0 {
+		v = v[i+1:]
+	} else if i := bytes.IndexByte(v, ';'); i >= 0 {
+		v = v[i:]
+	} else {
+		return false
+	}
+	for len(v) > 0 {
+		var p []byte
+		p, v, _ = bytes.Cut(v, []byte(";"))
+		if name, _, _ := bytes.Cut(p, []byte("=")); bytes.EqualFold(bytes.TrimSpace(name), []byte("tag")) {
+			return true
+		}
+	}
+	return false
 }
