@@ -163,6 +163,24 @@ else
 fi
 
 echo
+echo "== edge_failover"
+if [[ -x $BIN/edgebench ]] &&
+	line=$("$BIN/edgebench" failover -bin "$BIN/resilience" -pidfile "$PIDS"); then
+	echo "$line"
+	result=FAIL; [[ $line == *PASS ]] && result=PASS
+	# "503 from X, standby from Y, errors E+F" for each proxy (the "all
+	# from" figures, what the targets judge).
+	fo_re='503 after [^(]*(all from \([^)]*\)), standby after [^(]*(all from \([^)]*\)), errors \([0-9]*\) (+\([0-9]*\) after start)'
+	printf 'edge_failover\t%s\t%s\t%s\t%s\t%s\n' \
+		"$(sed "s/^edge_failover: edge $fo_re |.*/503 from \1, standby from \2, errors \3+\4/" <<<"$line")" \
+		"$(sed "s/.*| haproxy ([^)]*) $fo_re |.*/HAProxy 503 from \1, standby from \2, errors \3+\4/" <<<"$line")" \
+		"$(sed "s/.*, errors \([0-9]*\) (+\([0-9]*\) after start) | haproxy .*, errors \([0-9]*\) (+\([0-9]*\) after start) |.*/errors \1+\2 vs \3+\4/" <<<"$line")" \
+		"503 within 1 s, standby within 1 s, no errors" "$result" >>"$RESULTS"
+else
+	echo "edgebench failover failed"; errors=$((errors + 1))
+fi
+
+echo
 echo "== summary ($((SECONDS - started))s, load before $load_before, after $(cut -d' ' -f1-3 /proc/loadavg))"
 {
 	printf 'BENCHMARK\tAGENT\tPEER\tAGENT vs PEER\tTARGET\tRESULT\n'

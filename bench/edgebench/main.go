@@ -19,16 +19,26 @@
 //
 //	edge_websockets: N idle WS: edge VmRSS X MB (HWM Y MB) | haproxy VmRSS Z MB | xR.RR | closed on switch: max A ms p99 B ms, left open C (targets: < 200 MB, all within 1 s) PASS|FAIL
 //
-// Prints one line:
+// A third mode, `edgebench failover [-bin resilience]`, is the unplanned
+// failover with two real xivo agents (failover.go): load through the Edge
+// and through HAProxy (default checks on the agents' /api/v1/active) at
+// once, the Main's agent and service SIGKILLed, Start services on the
+// Standby 3 s later. It prints:
+//
+//	edge_failover: edge 503 after X ms (all from X' ms), standby after Y ms (all from Y' ms), errors E (+F after start) | haproxy (inter 2s fall 3 rise 2) ... | targets: 503 within 1 s, standby within 1 s PASS|FAIL
+//
+// The default mode prints one line:
 //
 //	edge_vs_haproxy: edge X req/s p99 Yms | haproxy X req/s p99 Yms | req/s xA (target >= 0.8), p99 xB (target <= 1.5) PASS|FAIL
 //
 // Exit status 0 when it ran (whatever the targets say), 1 when it could not.
-// Traffic stays on 127.0.0.61 to 127.0.0.64; every loop is bounded in count
-// and the whole run by a deadline.
+// Traffic stays on 127.0.0.61 to 127.0.0.64 (and .65, .66 for the
+// failover mode's agents, .70 to .79 for the ws mode's clients); every
+// loop is bounded in count and the whole run by a deadline.
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -83,6 +93,10 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == "ws" {
 		wsMain(os.Args[2:])
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "failover" {
+		failoverMain(os.Args[2:])
 		return
 	}
 	bin := flag.String("bin", "", "resilience binary (built from ./cmd/resilience when empty)")
@@ -140,6 +154,8 @@ type bench struct {
 	conns    int
 	pidfile  string
 	keep     bool
+	// edgeLog is the Edge's log level (default warn).
+	edgeLog string
 
 	dir   string
 	mu    sync.Mutex
@@ -153,19 +169,8 @@ type result struct {
 }
 
 func (b *bench) run() error {
-	deadline := time.Now().Add(2*time.Minute + time.Duration(2*b.runs)*(b.duration+5*time.Second))
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := signalContext("edgebench", 2*time.Minute+time.Duration(2*b.runs)*(b.duration+5*time.Second))
 	defer cancel()
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		select {
-		case s := <-sig:
-			fmt.Fprintln(os.Stderr, "edgebench: got", s)
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 
 	for _, tool := range []string{"taskset", "wrk", "haproxy"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -176,18 +181,7 @@ func (b *bench) run() error {
 			return fmt.Errorf("%s required (apt-get install -y %s)", tool, pkg)
 		}
 	}
-	var err error
-	if b.dir, err = os.MkdirTemp("", "edgebench."); err != nil {
-		return err
-	}
-	if b.bin == "" {
-		b.bin = filepath.Join(b.dir, "resilience")
-		out, err := exec.CommandContext(ctx, "go", "build", "-o", b.bin, "./cmd/resilience").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("go build ./cmd/resilience (run from the module root): %v\n%s", err, out)
-		}
-	}
-	self, err := os.Executable()
+	self, err := b.setup(ctx, "edgebench.")
 	if err != nil {
 		return err
 	}
@@ -234,7 +228,6 @@ func (b *bench) run() error {
 	if err != nil {
 		return err
 	}
-	haCfg := filepath.Join(b.dir, "haproxy.cfg")
 	ha := fmt.Sprintf(`global
     nbthread 1
     maxconn 4096
@@ -254,10 +247,7 @@ frontend fe
 backend be
     server main %s check
 `, ipHAProxy, haPort, backendAddr)
-	if err := os.WriteFile(haCfg, []byte(ha), 0o600); err != nil {
-		return err
-	}
-	if err := b.start("haproxy", nil, "taskset", "-c", "0", "haproxy", "-f", haCfg, "-db"); err != nil {
+	if _, err := b.startHAProxy(ha); err != nil {
 		return err
 	}
 	haURL := fmt.Sprintf("http://%s:%d/", ipHAProxy, haPort)
@@ -323,9 +313,6 @@ func ms(d time.Duration) string {
 	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + "ms"
 }
 
-// start runs a child with its output in DIR/NAME.log; it gets SIGKILL if
-// this process dies (Pdeathsig). taskset execs the command, so the pid is
-// the command's.
 // The stub nodes' first statuses: the Main Active, the Standby Inactive.
 const (
 	mainStatus    = `{"name":"xivo-main","kind":"xivo","role":"main","mode":"manual","revision":1,"status":"active","desired":"active","epoch":1,"since":"2026-01-01T00:00:00Z","services":[],"warnings":[]}`
@@ -345,7 +332,7 @@ func (b *bench) startEdge(ctx context.Context, route, mainURL, standbyURL, mainA
 		return "", err
 	}
 	token := filepath.Join(b.dir, "token")
-	if err := os.WriteFile(token, []byte("edgebench-token-0123456789abcdef\n"), 0o600); err != nil {
+	if err := os.WriteFile(token, []byte(edgeToken+"\n"), 0o600); err != nil {
 		return "", err
 	}
 	cfg := filepath.Join(b.dir, "edge.yaml")
@@ -361,8 +348,8 @@ routes:
   - name: %s
     main: {node: xivo-main, address: "%s"}
     standby: {node: xivo-standby, address: "%s"}
-log: {level: warn}
-`, filepath.Join(b.dir, "state"), ipEdge, apiPort, ipEdge, httpPort, mainURL, token, standbyURL, token, route, mainAddr, standbyAddr)
+log: {level: %s}
+`, filepath.Join(b.dir, "state"), ipEdge, apiPort, ipEdge, httpPort, mainURL, token, standbyURL, token, route, mainAddr, standbyAddr, cmp.Or(b.edgeLog, "warn"))
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		return "", err
 	}
@@ -375,6 +362,61 @@ log: {level: warn}
 	return net.JoinHostPort(ipEdge, strconv.Itoa(httpPort)), nil
 }
 
+// edgeToken is the read token the Edge shows its nodes (the stubs ignore
+// it; the real agents of the failover mode accept its hash).
+const edgeToken = "edgebench-token-0123456789abcdef"
+
+// signalContext is the run's context: it ends at the deadline d from now
+// or on SIGINT or SIGTERM (said on stderr under name).
+func signalContext(name string, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		defer signal.Stop(sig)
+		select {
+		case s := <-sig:
+			fmt.Fprintln(os.Stderr, name+": got", s)
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// setup makes the temporary folder (prefix names it), builds the
+// resilience binary into it unless -bin was given, and returns this
+// harness's own executable (the backends are this binary again).
+func (b *bench) setup(ctx context.Context, prefix string) (self string, err error) {
+	if b.dir, err = os.MkdirTemp("", prefix); err != nil {
+		return "", err
+	}
+	if b.bin == "" {
+		b.bin = filepath.Join(b.dir, "resilience")
+		out, err := exec.CommandContext(ctx, "go", "build", "-o", b.bin, "./cmd/resilience").CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("go build ./cmd/resilience (run from the module root): %v\n%s", err, out)
+		}
+	}
+	return os.Executable()
+}
+
+// startHAProxy writes cfg to DIR/haproxy.cfg and starts HAProxy in the
+// foreground (-db) pinned to core 0; it returns its pid.
+func (b *bench) startHAProxy(cfg string) (int, error) {
+	file := filepath.Join(b.dir, "haproxy.cfg")
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		return 0, err
+	}
+	if err := b.start("haproxy", nil, "taskset", "-c", "0", "haproxy", "-f", file, "-db"); err != nil {
+		return 0, err
+	}
+	return b.lastPid(), nil
+}
+
+// start runs a child with its output in DIR/NAME.log, in its own process
+// group; it gets SIGKILL if this process dies (Pdeathsig). taskset execs
+// the command, so the pid is the command's.
 func (b *bench) start(name string, env []string, argv ...string) error {
 	logf, err := os.Create(filepath.Join(b.dir, name+".log"))
 	if err != nil {
@@ -392,13 +434,18 @@ func (b *bench) start(name string, env []string, argv ...string) error {
 	b.mu.Lock()
 	b.procs = append(b.procs, cmd)
 	b.mu.Unlock()
+	b.notePid(cmd.Process.Pid)
+	return nil
+}
+
+// notePid appends pid to -pidfile (run.sh's last-resort cleanup).
+func (b *bench) notePid(pid int) {
 	if b.pidfile != "" {
 		if f, err := os.OpenFile(b.pidfile, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o600); err == nil {
-			fmt.Fprintln(f, cmd.Process.Pid)
+			fmt.Fprintln(f, pid)
 			f.Close()
 		}
 	}
-	return nil
 }
 
 func (b *bench) tail(name string) string {

@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -357,18 +356,8 @@ func wsMain(args []string) {
 }
 
 func (b *bench) runWS(n, par int, idle time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := signalContext("edgebench ws", 4*time.Minute)
 	defer cancel()
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		select {
-		case s := <-sig:
-			fmt.Fprintln(os.Stderr, "edgebench ws: got", s)
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	for _, tool := range []string{"taskset", "haproxy"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s required", tool)
@@ -394,18 +383,7 @@ func (b *bench) runWS(n, par int, idle time.Duration) error {
 		}
 	}
 	fmt.Fprintf(os.Stderr, "edgebench ws: RLIMIT_NOFILE %d for the children, %d WebSockets\n", lim.Cur, n)
-	var err error
-	if b.dir, err = os.MkdirTemp("", "edgebench-ws."); err != nil {
-		return err
-	}
-	if b.bin == "" {
-		b.bin = filepath.Join(b.dir, "resilience")
-		out, err := exec.CommandContext(ctx, "go", "build", "-o", b.bin, "./cmd/resilience").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("go build ./cmd/resilience (run from the module root): %v\n%s", err, out)
-		}
-	}
-	self, err := os.Executable()
+	self, err := b.setup(ctx, "edgebench-ws.")
 	if err != nil {
 		return err
 	}
@@ -477,7 +455,6 @@ func (b *bench) runWS(n, par int, idle time.Duration) error {
 	if err != nil {
 		return err
 	}
-	haCfg := filepath.Join(b.dir, "haproxy.cfg")
 	ha := fmt.Sprintf(`global
     nbthread 1
     maxconn %d
@@ -498,13 +475,10 @@ backend be
     server main %s source %s
     server standby %s source %s backup
 `, n+50, n+50, ipHAProxy, haPort, wsAddr[0], ipHAProxy, wsAddr[1], ipHAProxy)
-	if err := os.WriteFile(haCfg, []byte(ha), 0o600); err != nil {
+	haPid, err := b.startHAProxy(ha)
+	if err != nil {
 		return err
 	}
-	if err := b.start("haproxy", nil, "taskset", "-c", "0", "haproxy", "-f", haCfg, "-db"); err != nil {
-		return err
-	}
-	haPid := b.lastPid()
 	haAddr := net.JoinHostPort(ipHAProxy, strconv.Itoa(haPort))
 	{
 		var wg sync.WaitGroup
