@@ -46,36 +46,34 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveUpgrade relays a WebSocket (or any upgraded) session as a session
-// of its target, so that a switch can close it: cancelling the request's
-// context makes ReverseProxy close both ends. The registration is checked
-// against the route's choice afterwards, so a session that raced a switch
-// cannot slip past the switch's sweep.
+// of its target, so that a switch can end it: the session's stop hangs
+// up on the client at once and its relays then close both connections
+// (see upgrade.go). The registration is checked against the route's
+// choice afterwards, so a session that raced a switch cannot slip past
+// the switch's sweep.
 func (e *Edge) serveUpgrade(w http.ResponseWriter, r *http.Request, rt *route, t *target) {
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	var id uint64
 	for try := 0; ; try++ {
-		var ok bool
-		if id, ok = t.sessions.add(cancel); !ok {
+		s, ctx := newUpgradeSession(r.Context())
+		id, ok := t.sessions.add(s.stop)
+		if !ok {
+			s.stop()
 			e.unavailable(w) // closing
 			return
 		}
 		if rt.cur.Load() == t {
-			break
+			s.t, s.id = t, id
+			t.sessGauge.Inc()
+			e.relayUpgrade(ctx, w, r, s) // ends the session when it is over
+			return
 		}
 		t.sessions.remove(id)
+		s.stop()
 		if t = rt.cur.Load(); t == nil || try == 2 {
 			rt.unavailable.Inc()
 			e.unavailable(w)
 			return
 		}
 	}
-	t.sessGauge.Inc()
-	defer func() {
-		t.sessGauge.Dec()
-		t.sessions.remove(id)
-	}()
-	t.proxy.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // unavailable answers 503 with the maintenance page. The header values
