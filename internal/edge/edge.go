@@ -213,6 +213,7 @@ type Edge struct {
 	sips     []*sipRelay
 
 	srv      *http.Server
+	front    *front // plaintext HTTP/1.1 fast path (nil under TLS)
 	httpLn   net.Listener
 	httpAddr atomic.Pointer[string]
 	dialer   net.Dialer
@@ -563,12 +564,16 @@ func (e *Edge) start(ctx context.Context) (err error) {
 		e.goTracked(func() { e.check(b) })
 	}
 	if e.srv != nil {
+		if e.opts.TLS == nil {
+			e.front = newFront(e, e.httpLn)
+			e.goTracked(e.front.serve)
+		}
 		e.goTracked(func() {
 			var err error
-			if e.opts.TLS != nil {
+			if e.front == nil {
 				err = e.srv.ServeTLS(e.httpLn, "", "")
 			} else {
-				err = e.srv.Serve(e.httpLn)
+				err = e.srv.Serve(e.front.handoff)
 			}
 			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				e.log.Error("edge http server stopped", "err", err)
@@ -619,6 +624,9 @@ func (e *Edge) Close() error {
 			return
 		}
 		e.cancel()
+		if e.front != nil {
+			e.front.close()
+		}
 		if e.srv != nil {
 			e.srv.Close()
 		}
@@ -640,6 +648,9 @@ func (e *Edge) Close() error {
 			for _, t := range r.sides {
 				t.closeConns()
 			}
+		}
+		if e.front != nil {
+			e.front.wait()
 		}
 		e.checker.CloseIdleConnections()
 		e.log.Info("edge stopped")
