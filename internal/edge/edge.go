@@ -230,6 +230,7 @@ type Edge struct {
 	longGrace   time.Duration // closes plain HTTP conns left to an old backend
 	probeEvery  time.Duration // recovery probe of a passively-down backend without a check
 	status      atomic.Pointer[Status]
+	changed     chan struct{} // one pending signal: the status changed
 	ops         chan func()
 	ctx         context.Context
 	cancel      context.CancelFunc
@@ -257,6 +258,7 @@ func New(opts Options) (*Edge, error) {
 		longGrace:  30 * time.Second,
 		probeEvery: time.Second,
 		ops:        make(chan func()),
+		changed:    make(chan struct{}, 1),
 		timers:     map[*time.Timer]struct{}{},
 		dialer:     net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second},
 	}
