@@ -333,9 +333,22 @@ func (cc *clientConn) relay(t *target) bool {
 			bc.c.Close()
 			var ne net.Error
 			timeout := errors.As(err, &ne) && ne.Timeout()
+			unanswered := len(cc.resp) == 0 && !timeout
 			switch {
-			case reused && len(cc.resp) == 0 && q.replayable() && attempt < 2 && !timeout:
+			case reused && unanswered && q.replayable() && attempt < 2:
 				continue // a pooled connection the backend had closed
+			case unanswered && q.replayable() && !retried && t.other.usable.Load():
+				retried = true // the backend died under the request
+				e.m.retries.WithLabelValues(t.r.name).Inc()
+				t = t.other
+				continue
+			case unanswered:
+				// Closed or reset before a byte of answer: the backend is
+				// going away (a crash, a failover), so users get the
+				// maintenance page and its Retry-After, not a bare 502.
+				e.log.Warn("edge backend closed without answering", "route", t.r.name, "backend", t.b.cfg.Name, "err", err)
+				t.count(503)
+				return cc.answer(503, "", e.page, unread)
 			case timeout:
 				e.log.Warn("edge backend timeout", "route", t.r.name, "backend", t.b.cfg.Name, "err", err)
 				t.count(504)

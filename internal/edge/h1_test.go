@@ -350,3 +350,39 @@ func FuzzCopyChunked(f *testing.F) {
 		}
 	})
 }
+
+// A backend that dies under a request (it reads it, then closes without
+// a byte of answer, as a crash does): the client gets the maintenance
+// page and its Retry-After, not a bare 502.
+func TestFastPath_BackendDiesUnderRequest(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if req, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+				io.Copy(io.Discard, req.Body)
+			}
+			c.(*net.TCPConn).SetLinger(0) // a reset, as the kernel sends for a killed process
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	e := fastPathEdge(t, ln.Addr().String())
+	for _, raw := range []string{
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+	} {
+		r := exchange(t, e.HTTPAddr(), raw, 1, false)[0]
+		if r.StatusCode != 503 || r.Header.Get("Retry-After") == "" || !strings.Contains(bodyOf(r), "Service unavailable") {
+			t.Errorf("%q: got %d %v", raw, r.StatusCode, r.Header)
+		}
+	}
+}
