@@ -31,7 +31,7 @@ go test -race -count=1 -timeout 20m ./...
 # 1.27) that fails the run with "context deadline exceeded" and no
 # crasher when the machine is loaded. FUZZTIME=1000000x overrides it.
 step "fuzz the decoders (short runs; seeds are in testdata/fuzz)"
-for target in "./internal/config FuzzParse" "./internal/api FuzzDecode" "./internal/mds FuzzHandle"; do
+for target in "./internal/config FuzzParse" "./internal/api FuzzDecode" "./internal/mds FuzzHandle" "./internal/edge FuzzParseHead"; do
   set -- $target
   go test -run='^$' -fuzz="^$2\$" -fuzztime="${FUZZTIME:-50000x}" "$1"
 done

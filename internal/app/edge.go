@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -124,11 +123,9 @@ func (n *edgeNode) switched(s edge.Switch) {
 	}
 }
 
-// watch publishes the edge's status whenever it changes; the edge has no
-// change notification of its own for node statuses, so it is sampled.
+// watch publishes the edge's status whenever it changes and records
+// its switches.
 func (n *edgeNode) watch(ctx context.Context) {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
 	for {
 		n.publish()
 		select {
@@ -136,7 +133,7 @@ func (n *edgeNode) watch(ctx context.Context) {
 			return
 		case e := <-n.switches:
 			n.store.Write(nil, e)
-		case <-t.C:
+		case <-n.e.Changes():
 		}
 	}
 }

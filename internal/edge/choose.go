@@ -103,6 +103,7 @@ type target struct {
 	addr      string
 	tr        *http.Transport
 	proxy     *httputil.ReverseProxy
+	pool      backPool // the fast path's idle connections
 	codes     [600]atomic.Pointer[prometheus.Counter]
 	sessions  sessionSet
 	conns     connSet
@@ -364,7 +365,7 @@ func (e *Edge) retire(t *target) {
 	gen := t.gen
 	stale := func() bool { return t.gen == gen && t.r.chosen != t }
 	if t.tr != nil {
-		t.tr.CloseIdleConnections()
+		t.closeIdle()
 	}
 	if t.r.sip != nil {
 		t.r.sip.dropFlows(t)

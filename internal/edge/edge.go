@@ -213,6 +213,7 @@ type Edge struct {
 	sips     []*sipRelay
 
 	srv      *http.Server
+	front    *front // plaintext HTTP/1.1 fast path (nil under TLS)
 	httpLn   net.Listener
 	httpAddr atomic.Pointer[string]
 	dialer   net.Dialer
@@ -229,6 +230,7 @@ type Edge struct {
 	longGrace   time.Duration // closes plain HTTP conns left to an old backend
 	probeEvery  time.Duration // recovery probe of a passively-down backend without a check
 	status      atomic.Pointer[Status]
+	changed     chan struct{} // one pending signal: the status changed
 	ops         chan func()
 	ctx         context.Context
 	cancel      context.CancelFunc
@@ -256,6 +258,7 @@ func New(opts Options) (*Edge, error) {
 		longGrace:  30 * time.Second,
 		probeEvery: time.Second,
 		ops:        make(chan func()),
+		changed:    make(chan struct{}, 1),
 		timers:     map[*time.Timer]struct{}{},
 		dialer:     net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second},
 	}
@@ -563,12 +566,16 @@ func (e *Edge) start(ctx context.Context) (err error) {
 		e.goTracked(func() { e.check(b) })
 	}
 	if e.srv != nil {
+		if e.opts.TLS == nil {
+			e.front = newFront(e, e.httpLn)
+			e.goTracked(e.front.serve)
+		}
 		e.goTracked(func() {
 			var err error
-			if e.opts.TLS != nil {
+			if e.front == nil {
 				err = e.srv.ServeTLS(e.httpLn, "", "")
 			} else {
-				err = e.srv.Serve(e.httpLn)
+				err = e.srv.Serve(e.front.handoff)
 			}
 			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				e.log.Error("edge http server stopped", "err", err)
@@ -619,6 +626,9 @@ func (e *Edge) Close() error {
 			return
 		}
 		e.cancel()
+		if e.front != nil {
+			e.front.close()
+		}
 		if e.srv != nil {
 			e.srv.Close()
 		}
@@ -640,6 +650,9 @@ func (e *Edge) Close() error {
 			for _, t := range r.sides {
 				t.closeConns()
 			}
+		}
+		if e.front != nil {
+			e.front.wait()
 		}
 		e.checker.CloseIdleConnections()
 		e.log.Info("edge stopped")

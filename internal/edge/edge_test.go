@@ -422,3 +422,25 @@ func TestEdge_StaleNeverRouted(t *testing.T) {
 		}
 	})
 }
+
+func TestEdge_Changes(t *testing.T) {
+	main, standby := startWeb(t, "127.0.0.2", "main"), startWeb(t, "127.0.0.3", "standby")
+	xm, xs := newFakeNode("xivo-main", node.Active, 1), newFakeNode("xivo-standby", node.Inactive, 0)
+	e, _, _ := startEdge(t, Options{Routes: []Route{webRoute(main, standby)}, Nodes: nodes(xm, xs), NodePoll: time.Hour})
+	select {
+	case <-e.Changes(): // the start-up choice
+	default:
+	}
+	xs.set(node.Active, 2)
+	deadline := time.After(2 * time.Second)
+	for {
+		select {
+		case <-e.Changes():
+		case <-deadline:
+			t.Fatal("no change signalled for the takeover")
+		}
+		if r := e.Status().Routes[0]; r.Chosen == "standby-web" {
+			return
+		}
+	}
+}

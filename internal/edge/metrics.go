@@ -24,7 +24,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "resilience_edge_requests_total",
-			Help: "HTTP requests by route, backend (none: the maintenance page) and status code (499: the client left).",
+			Help: "HTTP requests by route, backend (none: the maintenance page, or a SIP 503 over UDP) and status code (499: the client left).",
 		}, []string{"route", "backend", "code"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "resilience_edge_retries_total", Help: "Requests that could not connect and were sent to the other side.",

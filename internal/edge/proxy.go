@@ -14,8 +14,9 @@ import (
 	"time"
 )
 
-// The request path: match a route (string compares), load its chosen
-// target (one atomic load), hand the request to that target's
+// The net/http request path, for what the fast path (h1.go) hands off
+// and for everything under TLS: match a route (string compares), load its
+// chosen target (one atomic load), hand the request to that target's
 // ReverseProxy. The Edge's own part allocates nothing on a proxied
 // request but the two X-Forwarded header values; ReverseProxy's copy
 // buffers come from a pool, and the request counters are resolved once
@@ -290,11 +291,18 @@ func (t *target) count(code int) {
 	(*c).Inc()
 }
 
-// closeConns closes every connection the target holds to its backend.
-func (t *target) closeConns() {
+// closeIdle closes the target's idle backend connections: after a
+// switch no new request will use them.
+func (t *target) closeIdle() {
 	if t.tr != nil {
 		t.tr.CloseIdleConnections()
 	}
+	t.pool.closeIdle()
+}
+
+// closeConns closes every connection the target holds to its backend.
+func (t *target) closeConns() {
+	t.closeIdle()
 	t.conns.closeAll()
 }
 

@@ -138,4 +138,13 @@ func (e *Edge) publish() {
 		s.Nodes = append(s.Nodes, ns)
 	}
 	e.status.Store(s)
+	select {
+	case e.changed <- struct{}{}:
+	default: // a signal is pending already: it covers this change
+	}
 }
+
+// Changes receives after Status changed, so that a watcher need not
+// poll; one pending signal stands for any number of changes, so read
+// Status after each.
+func (e *Edge) Changes() <-chan struct{} { return e.changed }
