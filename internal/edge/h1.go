@@ -148,10 +148,28 @@ func (l *chanListener) give(c net.Conn) bool {
 // what the front already read of it.
 type replayConn struct {
 	net.Conn
-	r io.Reader
+	pre *bytes.Reader
+	br  *bufio.Reader
 }
 
-func (c *replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *replayConn) Read(p []byte) (int, error) {
+	if c.pre.Len() > 0 {
+		return c.pre.Read(p)
+	}
+	return c.br.Read(p)
+}
+
+// netConn lets an upgraded session read the socket itself (see
+// rawConnOf), but only once nothing read ahead is left here to replay:
+// until then it is nil and the session reads through Read.
+func (c *replayConn) netConn() net.Conn {
+	if c.pre.Len() > 0 || c.br.Buffered() > 0 {
+		return nil
+	}
+	return c.Conn
+}
+
+func (c *replayConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 // clientConn is one client connection served by the front.
 type clientConn struct {
@@ -238,8 +256,7 @@ func readHead(br *bufio.Reader, buf []byte, max int) ([]byte, error) {
 
 // handoff gives the connection, with what was read of it, to net/http.
 func (cc *clientConn) handoff() bool {
-	pre := bytes.Clone(cc.head)
-	rc := &replayConn{Conn: cc.c, r: io.MultiReader(bytes.NewReader(pre), cc.br)}
+	rc := &replayConn{Conn: cc.c, pre: bytes.NewReader(bytes.Clone(cc.head)), br: cc.br}
 	cc.c.SetReadDeadline(time.Time{})
 	if cc.bw.Flush() != nil || !cc.f.handoff.give(rc) {
 		return false
