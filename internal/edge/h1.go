@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -145,25 +146,55 @@ func (l *chanListener) give(c net.Conn) bool {
 }
 
 // replayConn is a client connection handed to net/http: it reads first
-// what the front already read of it.
+// what the front already read of it, then drops those buffers, so that a
+// long session (a WebSocket) does not keep them.
 type replayConn struct {
 	net.Conn
-	pre *bytes.Reader
-	br  *bufio.Reader
+	pre     *bytes.Reader
+	br      *bufio.Reader
+	drained atomic.Bool // set by Read; read by any goroutine
 }
 
 func (c *replayConn) Read(p []byte) (int, error) {
-	if c.pre.Len() > 0 {
-		return c.pre.Read(p)
+	if c.pre != nil {
+		if c.pre.Len() > 0 {
+			return c.pre.Read(p)
+		}
+		c.pre = nil
 	}
-	return c.br.Read(p)
+	if c.br != nil {
+		if c.br.Buffered() > 0 {
+			return c.br.Read(p)
+		}
+		c.br = nil
+		c.drained.Store(true)
+	}
+	return c.Conn.Read(p)
+}
+
+// rest takes what is left to replay, without blocking, once net/http
+// let go of the connection (a hijack): the session sends it on itself,
+// then reads the socket.
+func (c *replayConn) rest() []byte {
+	var b []byte
+	if c.pre != nil {
+		b, _ = io.ReadAll(c.pre)
+		c.pre = nil
+	}
+	if c.br != nil {
+		p, _ := c.br.Peek(c.br.Buffered())
+		b = append(b, p...)
+		c.br = nil
+	}
+	c.drained.Store(true)
+	return b
 }
 
 // netConn lets an upgraded session read the socket itself (see
 // rawConnOf), but only once nothing read ahead is left here to replay:
 // until then it is nil and the session reads through Read.
 func (c *replayConn) netConn() net.Conn {
-	if c.pre.Len() > 0 || c.br.Buffered() > 0 {
+	if !c.drained.Load() {
 		return nil
 	}
 	return c.Conn

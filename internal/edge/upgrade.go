@@ -325,6 +325,9 @@ func (e *Edge) relayUpgrade(ctx context.Context, w http.ResponseWriter, r *http.
 		p, _ := cbuf.Reader.Peek(n)
 		early = bytes.Clone(p)
 	}
+	if rc, ok := client.(*replayConn); ok { // from the fast path
+		early = append(early, rc.rest()...)
+	}
 
 	if !s.attach(closeTarget(client), conn) {
 		return
