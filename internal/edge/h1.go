@@ -577,20 +577,7 @@ func (q *reqHead) parse(b []byte) bool {
 	}
 	q.path = string(path)
 	hosts, tes := 0, 0
-	for {
-		start := next
-		line, next, ok = cutLine(b, next)
-		if !ok {
-			return false
-		}
-		if len(line) == 0 {
-			break
-		}
-		name, value, ok := bytes.Cut(line, colon)
-		if !ok || !isToken(name) || !isValue(value) {
-			return false
-		}
-		value = bytes.Trim(value, " \t")
+	ok = headerLines(b, next, func(line span, name, value []byte) bool {
 		drop := false
 		switch {
 		case eq(name, "Host"):
@@ -631,10 +618,11 @@ func (q *reqHead) parse(b []byte) bool {
 			drop = !eq(value, "trailers")
 		}
 		if !drop {
-			q.keep = append(q.keep, span{start, next})
+			q.keep = append(q.keep, line)
 		}
-	}
-	if hosts != 1 || tes > 1 || (q.chunked && q.length >= 0) || next != len(b) {
+		return true
+	})
+	if !ok || hosts != 1 || tes > 1 || (q.chunked && q.length >= 0) {
 		return false
 	}
 	q.host = string(q.hostRaw)
@@ -671,20 +659,7 @@ func (r *respHead) parse(b []byte) bool {
 	}
 	r.lineEnd = next
 	lengthAt := -1
-	for {
-		start := next
-		line, next, ok = cutLine(b, next)
-		if !ok {
-			return false
-		}
-		if len(line) == 0 {
-			break
-		}
-		name, value, ok := bytes.Cut(line, colon)
-		if !ok || !isToken(name) || !isValue(value) {
-			return false
-		}
-		value = bytes.Trim(value, " \t")
+	ok = headerLines(b, next, func(line span, name, value []byte) bool {
 		switch {
 		case eq(name, "Content-Length"):
 			n, ok := parseLength(value)
@@ -692,7 +667,7 @@ func (r *respHead) parse(b []byte) bool {
 				return false
 			}
 			if r.length >= 0 {
-				continue // the same length twice: pass one on
+				return true // the same length twice: pass one on
 			}
 			r.length, lengthAt = n, len(r.keep)
 		case eq(name, "Transfer-Encoding"):
@@ -704,21 +679,20 @@ func (r *respHead) parse(b []byte) bool {
 			r.chunked = eq(last, "chunked")
 			r.close = r.close || !r.chunked
 		case eq(name, "Connection"):
-			if containsToken(value, "close") {
-				r.close = true
-			}
-			continue
+			r.close = r.close || containsToken(value, "close")
+			return true
 		case eq(name, "Keep-Alive"), eq(name, "Proxy-Connection"), eq(name, "Upgrade"):
-			continue
+			return true
 		}
-		r.keep = append(r.keep, span{start, next})
-	}
+		r.keep = append(r.keep, line)
+		return true
+	})
 	if r.chunked && lengthAt >= 0 {
 		// Transfer-Encoding wins (RFC 9112 6.3); the length is not passed on.
 		r.keep = append(r.keep[:lengthAt], r.keep[lengthAt+1:]...)
 		r.length = -1
 	}
-	return next == len(b)
+	return ok
 }
 
 var (
@@ -726,6 +700,27 @@ var (
 	colon = []byte(":")
 	comma = []byte(",")
 )
+
+// headerLines gives fn each header line of the head b from next on (its
+// span, name and trimmed value) up to the empty line that must end b;
+// false on a malformed line or when fn refuses one.
+func headerLines(b []byte, next int, fn func(line span, name, value []byte) bool) bool {
+	for {
+		start := next
+		line, n, ok := cutLine(b, next)
+		if !ok {
+			return false
+		}
+		next = n
+		if len(line) == 0 {
+			return next == len(b)
+		}
+		name, value, ok := bytes.Cut(line, colon)
+		if !ok || !isToken(name) || !isValue(value) || !fn(span{start, next}, name, bytes.Trim(value, " \t")) {
+			return false
+		}
+	}
+}
 
 // cutLine returns the line of b at i without its CRLF, and where the
 // next one starts; false when it does not end in CRLF.

@@ -112,6 +112,26 @@ func exchange(t *testing.T, addr, raw string, n int, head bool) []*http.Response
 	return out
 }
 
+// untilClosed writes raw to a new connection and reads until the Edge
+// closes it.
+func untilClosed(t *testing.T, addr, raw string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("%q: %v (read %q)", raw, err, b)
+	}
+	return string(b)
+}
+
 func bodyOf(r *http.Response) string {
 	b, _ := io.ReadAll(r.Body)
 	return string(b)
@@ -156,32 +176,13 @@ func TestFastPath_Framing(t *testing.T) {
 		}
 	})
 	t.Run("1xx is passed on before the answer", func(t *testing.T) {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		io.WriteString(c, "GET /hint HTTP/1.1\r\nHost: x\r\n\r\n")
-		b, _ := io.ReadAll(io.LimitReader(c, 4096))
-		s := string(b)
+		s := untilClosed(t, addr, "GET /hint HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 		if !strings.HasPrefix(s, "HTTP/1.1 103 Early Hints\r\n") || !strings.Contains(s, "HTTP/1.1 200 OK\r\n") || !strings.HasSuffix(s, "after hints") {
 			t.Errorf("got %q", s)
 		}
 	})
 	t.Run("an answer ended by the backend closing ends the client connection", func(t *testing.T) {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		io.WriteString(c, "GET /until-eof HTTP/1.1\r\nHost: x\r\n\r\n")
-		b, err := io.ReadAll(c) // returns at the Edge's close
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := string(b)
+		s := untilClosed(t, addr, "GET /until-eof HTTP/1.1\r\nHost: x\r\n\r\n")
 		if !strings.HasPrefix(s, "HTTP/1.1 200 OK\r\n") || !strings.Contains(s, "Connection: close\r\n") || !strings.HasSuffix(s, "\r\n\r\nall of it") {
 			t.Errorf("got %q", s)
 		}
