@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -126,9 +127,12 @@ func (p *proc) tail() string {
 	return strings.Join(lines, " | ")
 }
 
-// freePorts returns n ports free on ip now. They are held until all n are
-// found so that they differ; a clash with another program right after is
-// possible but unlikely on 127.0.0.5 and up.
+// freePorts returns n ports free on ip now, below the kernel's ephemeral
+// range (32768 and up by default): a port from that range can be taken
+// by any outgoing connection (the harness's own clients) between this
+// check and the service's bind, which once failed a run with "address
+// already in use". They are held until all n are found so that they
+// differ.
 func freePorts(ip string, n int) ([]int, error) {
 	var lns []net.Listener
 	defer func() {
@@ -136,14 +140,20 @@ func freePorts(ip string, n int) ([]int, error) {
 			ln.Close()
 		}
 	}()
+	const lo, hi = 20000, 32000
 	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	start := lo + rand.IntN(hi-lo)
+	for i := 0; i < hi-lo && len(ports) < n; i++ {
+		port := lo + (start-lo+i)%(hi-lo)
+		ln, err := net.Listen("tcp", hostPort(ip, port))
 		if err != nil {
-			return nil, fmt.Errorf("find a free port on %s: %w", ip, err)
+			continue // taken
 		}
 		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+		ports = append(ports, port)
+	}
+	if len(ports) < n {
+		return nil, fmt.Errorf("find %d free ports on %s between %d and %d: found %d", n, ip, lo, hi, len(ports))
 	}
 	return ports, nil
 }
