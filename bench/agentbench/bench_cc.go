@@ -75,7 +75,7 @@ func benchCC(ctx context.Context, ps *procs, o options) error {
 	o.report(row{name: "cc_follow",
 		agent:   fmt.Sprintf("events p50 %s p99 %s", ms(pct(ev, 50)), ms(pct(ev, 99))),
 		peer:    fmt.Sprintf("stream cut: p50 %s max %s (poll %s)", ms(pct(po, 50)), ms(maxOf(po)), poll),
-		compare: "p50 x" + ratio(float64(pct(ev, 50)), float64(pct(po, 50))),
+		compare: "p50 " + ratio(float64(pct(ev, 50)), float64(pct(po, 50))),
 		target:  "p50<50ms p99<200ms; cut<poll+100ms", result: passFail(okEv && okPo)})
 	return nil
 }
