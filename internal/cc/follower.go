@@ -58,6 +58,11 @@ type Follower struct {
 
 	kick chan struct{}
 
+	// pub orders the views handed to the machine as they were made: the
+	// stream and the poll observe from two goroutines, and a poll's view
+	// handed over after the stream's would leave the machine saying
+	// "via poll" while the stream is up.
+	pub      sync.Mutex
 	mu       sync.Mutex
 	xivo     node.Snapshot // last status read
 	known    bool          // xivo holds a status read while reachable
@@ -175,6 +180,8 @@ func (f *Follower) poll(ctx context.Context) {
 
 // observe records a status read from the XiVO and wakes the reconciler.
 func (f *Follower) observe(s node.Snapshot, via string) {
+	f.pub.Lock()
+	defer f.pub.Unlock()
 	now := time.Now().UTC()
 	f.mu.Lock()
 	if via == "events" {
@@ -193,6 +200,8 @@ func (f *Follower) observe(s node.Snapshot, via string) {
 
 // beat refreshes how fresh the knowledge is, without a new status.
 func (f *Follower) beat() {
+	f.pub.Lock()
+	defer f.pub.Unlock()
 	f.mu.Lock()
 	if !f.streamUp || !f.known {
 		f.mu.Unlock()
@@ -207,6 +216,8 @@ func (f *Follower) beat() {
 // unreachable records that neither stream nor poll reach the XiVO. What
 // was known stays known, but is no longer acted on.
 func (f *Follower) unreachable(err error) {
+	f.pub.Lock()
+	defer f.pub.Unlock()
 	f.mu.Lock()
 	first := f.view.Error == ""
 	f.known = false

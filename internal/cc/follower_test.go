@@ -141,6 +141,8 @@ func TestFollower_FollowsTheStream(t *testing.T) {
 	x := newFakeXiVO(node.Active, 4)
 	m, u, _ := setup(t, x)
 	waitFor(t, "cc active at start-up", settled(m, node.Active))
+	// The start-up poll may have been first; the stream follows.
+	waitFor(t, "stream up", func() bool { f := m.Snapshot().Followed; return f != nil && f.Via == "events" })
 	if s := m.Snapshot(); s.Epoch != 4 || s.Followed == nil || s.Followed.Via != "events" || s.Followed.Status != node.Active {
 		t.Fatalf("cc: epoch %d followed %+v, want the XiVO's epoch 4 via events", s.Epoch, s.Followed)
 	}
