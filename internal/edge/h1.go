@@ -3,7 +3,6 @@ package edge
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -359,8 +358,7 @@ func (cc *clientConn) relay(t *target) bool {
 				t = o
 				continue
 			}
-			e.log.Warn("edge backend unreachable", "route", t.r.name, "backend", t.b.cfg.Name, "err", err)
-			t.count(503)
+			t.failed(503, "edge backend unreachable", err)
 			return cc.answer(503, "", e.page, true)
 		}
 		cc.resp = cc.resp[:0]
@@ -394,16 +392,13 @@ func (cc *clientConn) relay(t *target) bool {
 				// Closed or reset before a byte of answer: the backend is
 				// going away (a crash, a failover), so users get the
 				// maintenance page and its Retry-After, not a bare 502.
-				e.log.Warn("edge backend closed without answering", "route", t.r.name, "backend", t.b.cfg.Name, "err", err)
-				t.count(503)
+				t.failed(503, "edge backend closed without answering", err)
 				return cc.answer(503, "", e.page, unread)
 			case timeout:
-				e.log.Warn("edge backend timeout", "route", t.r.name, "backend", t.b.cfg.Name, "err", err)
-				t.count(504)
+				t.failed(504, "edge backend timeout", err)
 				return cc.answer(504, textPlain, timeoutBody, unread)
 			default:
-				e.log.Warn("edge backend error", "route", t.r.name, "backend", t.b.cfg.Name, "err", err)
-				t.count(502)
+				t.failed(502, "edge backend error", err)
 				return cc.answer(502, textPlain, badGatewayBody, unread)
 			}
 		}
@@ -415,6 +410,7 @@ var (
 	timeoutBody    = []byte("the server behind the edge did not answer in time\n")
 	badGatewayBody = []byte("the server behind the edge failed to answer\n")
 	badBodyText    = []byte("malformed chunked request body\n")
+	errBadAnswer   = errors.New("malformed answer head")
 )
 
 // clientError is a failure of the client while its body is relayed: it
@@ -458,8 +454,7 @@ func (cc *clientConn) respond(t *target, bc *backConn) bool {
 	for {
 		if !r.parse(cc.resp) {
 			bc.c.Close()
-			t.e.log.Warn("edge backend error", "route", t.r.name, "backend", t.b.cfg.Name, "err", "malformed answer head")
-			t.count(502)
+			t.failed(502, "edge backend error", errBadAnswer)
 			return cc.answer(502, textPlain, badGatewayBody, false)
 		}
 		if r.code >= 200 || r.code == 101 {
@@ -531,22 +526,22 @@ type span struct{ start, end int }
 
 // reqHead is a parsed request head; its slices point into the head.
 type reqHead struct {
-	lineEnd   int // end of the request line, CRLF included
-	host      string
-	hostRaw   []byte
-	path      string
-	length    int64 // -1: none
-	chunked   bool
-	close     bool
-	head      bool // method HEAD
-	idempoten bool
-	keep      []span // header lines passed on
+	lineEnd    int // end of the request line, CRLF included
+	host       string
+	hostRaw    []byte
+	path       string
+	length     int64 // -1: none
+	chunked    bool
+	close      bool
+	head       bool // method HEAD
+	idempotent bool
+	keep       []span // header lines passed on
 }
 
 func (q *reqHead) hasBody() bool { return q.chunked || q.length > 0 }
 
 // replayable: safe to send again, as net/http's Transport judges it.
-func (q *reqHead) replayable() bool { return q.idempoten && !q.hasBody() }
+func (q *reqHead) replayable() bool { return q.idempotent && !q.hasBody() }
 
 // parse reads a request head the fast path serves; false for anything
 // else (net/http then answers it).
@@ -565,9 +560,9 @@ func (q *reqHead) parse(b []byte) bool {
 	}
 	switch string(method) {
 	case "GET", "OPTIONS", "TRACE", "PUT", "DELETE":
-		q.idempoten = true
+		q.idempotent = true
 	case "HEAD":
-		q.idempoten, q.head = true, true
+		q.idempotent, q.head = true, true
 	case "CONNECT", "PRI":
 		return false
 	}
@@ -983,9 +978,7 @@ func (p *backPool) get(t *target, fresh bool) (bc *backConn, reused bool, err er
 		}
 		p.mu.Unlock()
 	}
-	ctx, cancel := context.WithTimeout(t.e.ctx, t.e.opts.DialTimeout)
-	defer cancel()
-	c, err := t.dial(ctx, "tcp", t.addr)
+	c, err := t.dial(t.e.ctx, "tcp", t.addr) // the dialer bounds it: DialTimeout
 	if err != nil {
 		return nil, false, err
 	}

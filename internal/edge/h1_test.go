@@ -76,18 +76,26 @@ func fastPathEdge(t *testing.T, main string) *Edge {
 	return e
 }
 
-// exchange writes raw to a new connection and reads n answers.
-func exchange(t *testing.T, addr, raw string, n int, head bool) []*http.Response {
+// sendRaw writes raw to a new connection, which gives up after 5 s.
+func sendRaw(t *testing.T, addr, raw string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.WriteString(c, raw); err != nil {
+		c.Close()
 		t.Fatal(err)
 	}
+	return c
+}
+
+// exchange writes raw to a new connection and reads n answers.
+func exchange(t *testing.T, addr, raw string, n int, head bool) []*http.Response {
+	t.Helper()
+	c := sendRaw(t, addr, raw)
+	defer c.Close()
 	br := bufio.NewReader(c)
 	var out []*http.Response
 	for range n {
@@ -116,15 +124,8 @@ func exchange(t *testing.T, addr, raw string, n int, head bool) []*http.Response
 // closes it.
 func untilClosed(t *testing.T, addr, raw string) string {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := sendRaw(t, addr, raw)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, raw); err != nil {
-		t.Fatal(err)
-	}
 	b, err := io.ReadAll(c)
 	if err != nil {
 		t.Fatalf("%q: %v (read %q)", raw, err, b)
@@ -264,15 +265,14 @@ func TestFastPath_StalePooledConn(t *testing.T) {
 	}()
 	t.Cleanup(func() { ln.Close(); <-done })
 	e := fastPathEdge(t, ln.Addr().String())
-	c, err := net.Dial("tcp", e.HTTPAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	const get = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+	c := sendRaw(t, e.HTTPAddr(), get)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
 	br := bufio.NewReader(c)
 	for i := range 3 {
-		io.WriteString(c, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+		if i > 0 {
+			io.WriteString(c, get)
+		}
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
 			t.Fatalf("request %d: %v", i, err)

@@ -263,18 +263,23 @@ func (t *target) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		t.count(499)
 		return
 	case errors.As(err, &de):
-		t.e.log.Warn("edge backend unreachable", "route", t.r.name, "backend", t.b.cfg.Name, "err", err)
-		t.count(http.StatusServiceUnavailable)
+		t.failed(http.StatusServiceUnavailable, "edge backend unreachable", err)
 		t.e.unavailable(w)
 	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
-		t.e.log.Warn("edge backend timeout", "route", t.r.name, "backend", t.b.cfg.Name, "err", err)
-		t.count(http.StatusGatewayTimeout)
+		t.failed(http.StatusGatewayTimeout, "edge backend timeout", err)
 		http.Error(w, "the server behind the edge did not answer in time", http.StatusGatewayTimeout)
 	default:
-		t.e.log.Warn("edge backend error", "route", t.r.name, "backend", t.b.cfg.Name, "err", err)
-		t.count(http.StatusBadGateway)
+		t.failed(http.StatusBadGateway, "edge backend error", err)
 		http.Error(w, "the server behind the edge failed to answer", http.StatusBadGateway)
 	}
+}
+
+// failed logs and counts a request its backend did not answer, which
+// the Edge answers with code; both request paths use it (h1.go and
+// net/http's).
+func (t *target) failed(code int, msg string, err error) {
+	t.e.log.Warn(msg, "route", t.r.name, "backend", t.b.cfg.Name, "err", err)
+	t.count(code)
 }
 
 // count adds a request answered with code to the target's counters.
