@@ -546,13 +546,9 @@ func (b *bench) runFailover(steady, wait, until time.Duration) error {
 		mainA.api, mainA.pid, mainA.svc, mainA.svcPid, standbyA.api, standbyA.pid, standbyA.svc)
 
 	// 2. The Edge, defaults (no health check, info logs for the details).
-	edgeAddr, err := b.startEdge(ctx, "web", mainA.url(), standbyA.url(), mainA.svc, standbyA.svc)
+	edgeURL, err := b.startEdgeServing(ctx, "web", mainA.url(), standbyA.url(), mainA.svc, standbyA.svc)
 	if err != nil {
 		return err
-	}
-	edgeURL := "http://" + edgeAddr + "/"
-	if err := waitBody(ctx, edgeURL, 20*time.Second); err != nil {
-		return fmt.Errorf("edge: %w (log: %s)", err, b.tail("edge"))
 	}
 
 	// 3. HAProxy: the standard active/backup pair with its default checks

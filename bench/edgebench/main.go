@@ -214,13 +214,9 @@ func (b *bench) run() error {
 	}
 
 	// 3. The Edge, a real agent process on core 0, one P.
-	edgeAddr, err := b.startEdge(ctx, "web", mainURL, standbyURL, backendAddr, net.JoinHostPort(ipBackend, strconv.Itoa(closedPort)))
+	edgeURL, err := b.startEdgeServing(ctx, "web", mainURL, standbyURL, backendAddr, net.JoinHostPort(ipBackend, strconv.Itoa(closedPort)))
 	if err != nil {
 		return err
-	}
-	edgeURL := "http://" + edgeAddr + "/"
-	if err := waitBody(ctx, edgeURL, 20*time.Second); err != nil {
-		return fmt.Errorf("edge: %w (log: %s)", err, b.tail("edge"))
 	}
 
 	// 4. HAProxy on core 0, one thread.
@@ -318,6 +314,20 @@ const (
 	mainStatus    = `{"name":"xivo-main","kind":"xivo","role":"main","mode":"manual","revision":1,"status":"active","desired":"active","epoch":1,"since":"2026-01-01T00:00:00Z","services":[],"warnings":[]}`
 	standbyStatus = `{"name":"xivo-standby","kind":"xivo","role":"standby","mode":"manual","revision":1,"status":"inactive","desired":"inactive","epoch":0,"since":"2026-01-01T00:00:00Z","services":[],"warnings":[]}`
 )
+
+// startEdgeServing starts the Edge with one HTTP route and waits until
+// it relays a body; it returns the route's URL.
+func (b *bench) startEdgeServing(ctx context.Context, route, mainURL, standbyURL, mainAddr, standbyAddr string) (string, error) {
+	addr, err := b.startEdge(ctx, route, mainURL, standbyURL, mainAddr, standbyAddr)
+	if err != nil {
+		return "", err
+	}
+	url := "http://" + addr + "/"
+	if err := waitBody(ctx, url, 20*time.Second); err != nil {
+		return "", fmt.Errorf("edge: %w (log: %s)", err, b.tail("edge"))
+	}
+	return url, nil
+}
 
 // startEdge writes an edge config with one route from the two stub nodes
 // to the two backends, checks it, and starts the agent on core 0 with one
