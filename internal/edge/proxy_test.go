@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -60,19 +61,7 @@ func TestEdge_WebSocket(t *testing.T) {
 	e, _, reg := startEdge(t, Options{Routes: []Route{webRoute(main, standby)}, Nodes: nodes(xm, xs)})
 
 	const clients = 20
-	conns := make([]net.Conn, clients)
-	readers := make([]*bufio.Reader, clients)
-	for i := range conns {
-		c, br, greeting, err := wsDial(e.HTTPAddr(), "/ws")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if greeting != "main" {
-			t.Fatalf("greeting %q, want main", greeting)
-		}
-		conns[i], readers[i] = c, br
-	}
+	conns, readers := wsClients(t, e.HTTPAddr(), clients, "main")
 	t.Run("frames pass both ways", func(t *testing.T) {
 		if err := writeFrame(conns[0], "hello", true); err != nil {
 			t.Fatal(err)
@@ -92,19 +81,7 @@ func TestEdge_WebSocket(t *testing.T) {
 
 	t.Run("a switch closes them and a reconnect lands on the new side", func(t *testing.T) {
 		xs.set(node.Active, 2)
-		var wg sync.WaitGroup
-		errs := make([]error, clients)
-		durs := make([]time.Duration, clients)
-		for i := range conns {
-			wg.Go(func() { durs[i], errs[i] = readClosed(conns[i], readers[i], 2*time.Second) })
-		}
-		wg.Wait()
-		for i, err := range errs {
-			if err != nil {
-				t.Fatalf("client %d: %v", i, err)
-			}
-		}
-		t.Logf("closed %d sessions within %s of the status push", clients, slicesMax(durs))
+		t.Logf("closed %d sessions within %s of the status push", clients, waitAllClosed(t, conns, readers, 2*time.Second))
 		c, _, greeting, err := wsDial(e.HTTPAddr(), "/ws")
 		if err != nil {
 			t.Fatal(err)
@@ -117,12 +94,43 @@ func TestEdge_WebSocket(t *testing.T) {
 	})
 }
 
-func slicesMax(ds []time.Duration) time.Duration {
-	var m time.Duration
-	for _, d := range ds {
-		m = max(m, d)
+// wsClients opens n WebSockets through the Edge at addr, each greeted
+// by want; they are closed at the end of the test.
+func wsClients(t *testing.T, addr string, n int, want string) ([]net.Conn, []*bufio.Reader) {
+	t.Helper()
+	conns := make([]net.Conn, n)
+	readers := make([]*bufio.Reader, n)
+	for i := range conns {
+		c, br, greeting, err := wsDial(addr, "/ws")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if greeting != want {
+			t.Fatalf("greeting %q, want %q", greeting, want)
+		}
+		conns[i], readers[i] = c, br
 	}
-	return m
+	return conns, readers
+}
+
+// waitAllClosed waits until every client has seen its session closed,
+// each within d, and returns the slowest.
+func waitAllClosed(t *testing.T, conns []net.Conn, readers []*bufio.Reader, d time.Duration) time.Duration {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, len(conns))
+	durs := make([]time.Duration, len(conns))
+	for i := range conns {
+		wg.Go(func() { durs[i], errs[i] = readClosed(conns[i], readers[i], d) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+	}
+	return slices.Max(durs)
 }
 
 func TestEdge_WebSocketDrain(t *testing.T) {

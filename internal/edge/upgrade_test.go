@@ -260,36 +260,12 @@ func TestUpgrade_SwitchClosesSessionsNoGoroutineLeft(t *testing.T) {
 	before := goleak.IgnoreCurrent()
 
 	const clients = 50
-	conns := make([]net.Conn, clients)
-	readers := make([]*bufio.Reader, clients)
-	for i := range conns {
-		c, br, greeting, err := wsDial(e.HTTPAddr(), "/ws")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if greeting != "main" {
-			t.Fatalf("greeting %q", greeting)
-		}
-		conns[i], readers[i] = c, br
-	}
+	conns, readers := wsClients(t, e.HTTPAddr(), clients, "main")
 	if n := e.Status().Routes[0].Backends[0].Sessions; n != clients {
 		t.Fatalf("sessions = %d", n)
 	}
 	xs.set(node.Active, 2)
-	var wg sync.WaitGroup
-	errs := make([]error, clients)
-	durs := make([]time.Duration, clients)
-	for i := range conns {
-		wg.Go(func() { durs[i], errs[i] = readClosed(conns[i], readers[i], time.Second) })
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("client %d: %v", i, err)
-		}
-	}
-	t.Logf("closed %d sessions within %s", clients, slicesMax(durs))
+	t.Logf("closed %d sessions within %s", clients, waitAllClosed(t, conns, readers, time.Second))
 	waitFor(t, time.Second, "sessions gone", func() bool { return e.Status().Routes[0].Backends[0].Sessions == 0 })
 	if got := counter(t, reg, "resilience_edge_open_sessions", map[string]string{"backend": "main-web"}); got != 0 {
 		t.Errorf("open_sessions gauge = %v", got)
