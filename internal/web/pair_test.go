@@ -13,36 +13,22 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/bcrypt"
-
 	"github.com/xivo-resilience/resilience/internal/apiclient"
 	"github.com/xivo-resilience/resilience/internal/app"
 	"github.com/xivo-resilience/resilience/internal/auth"
 	"github.com/xivo-resilience/resilience/internal/config"
 	"github.com/xivo-resilience/resilience/internal/node"
+	"github.com/xivo-resilience/resilience/internal/web"
 )
 
+// The users and token of this package's tests (export_test.go).
 const (
-	adminPassword  = "admin password 1"
-	viewerPassword = "viewer password 1"
-	opsToken       = "ops-token-0123456789abcdef"
+	adminPassword  = web.AdminPassword
+	viewerPassword = web.ViewerPassword
+	opsToken       = web.OpsToken
 )
 
-// testUserConfig is admin and viewer, hashed at bcrypt's lowest cost so
-// that logins stay quick.
-func testUserConfig() []config.User {
-	hash := func(pw string) string {
-		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
-		if err != nil {
-			panic(err)
-		}
-		return string(h)
-	}
-	return []config.User{
-		{Name: "admin", PasswordHash: hash(adminPassword), Role: "admin"},
-		{Name: "viewer", PasswordHash: hash(viewerPassword), Role: "viewer"},
-	}
-}
+var testUserConfig = web.TestUserConfig
 
 // pair is a Main and a Standby XiVO as real agents (app instances serving
 // HTTP on 127.0.0.2 and 127.0.0.3) built from configs this test writes:
