@@ -91,6 +91,14 @@ func (c *Client) Status(ctx context.Context) (node.Snapshot, error) {
 	return s, err
 }
 
+// StatusJSON reads the node's status as the agent encodes it, whatever
+// its kind (an mds or edge status is not a node.Snapshot).
+func (c *Client) StatusJSON(ctx context.Context) (json.RawMessage, error) {
+	var s json.RawMessage
+	err := c.do(ctx, "GET", "/api/v1/status", nil, &s)
+	return s, err
+}
+
 // Start asks for Start services and waits for the end of the transition.
 func (c *Client) Start(ctx context.Context, force bool, reason string) (node.Snapshot, error) {
 	var s node.Snapshot

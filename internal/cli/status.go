@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/xivo-resilience/resilience/internal/app"
 	"github.com/xivo-resilience/resilience/internal/node"
 )
 
@@ -23,17 +25,114 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	s, err := c.Status(ctx)
+	raw, err := c.StatusJSON(ctx)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(s)
+		var b bytes.Buffer
+		if err := json.Indent(&b, raw, "", "  "); err != nil {
+			return fmt.Errorf("status: %w", err)
+		}
+		b.WriteByte('\n')
+		_, err := b.WriteTo(e.stdout)
+		return err
 	}
-	printStatus(e.stdout, s, time.Now())
+	// Each kind has its own status: read the kind, then the status.
+	var head struct {
+		Kind string `json:"kind"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	now := time.Now()
+	switch head.Kind {
+	case "edge":
+		var s app.EdgeStatus
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return fmt.Errorf("status: %w", err)
+		}
+		printEdgeStatus(e.stdout, s, now)
+	case "mds":
+		var s app.MDSStatus
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return fmt.Errorf("status: %w", err)
+		}
+		printMDSStatus(e.stdout, s, now)
+	default:
+		var s node.Snapshot
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return fmt.Errorf("status: %w", err)
+		}
+		printStatus(e.stdout, s, now)
+	}
 	return nil
+}
+
+// printEdgeStatus writes an edge's status for people: each route's
+// choice and why, each side, and the nodes as the Edge knows them.
+func printEdgeStatus(w io.Writer, s app.EdgeStatus, now time.Time) {
+	fmt.Fprintf(w, "%s (edge), %d switches since start\n", s.Name, s.Switches)
+	for _, r := range s.Routes {
+		where := r.Listen
+		if r.Kind == "http" {
+			where = r.Host + r.PathPrefix
+			if where == "" {
+				where = "/"
+			}
+		}
+		chosen := r.Chosen
+		if chosen == "" {
+			chosen = "none (maintenance page)"
+		}
+		fmt.Fprintf(w, "Route %s (%s %s): %s since %s (%s ago): %s\n", r.Name, r.Kind, where, chosen, r.Since.Local().Format("15:04:05"), ago(now, r.Since), r.Reason)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, b := range r.Backends {
+			state := "usable"
+			if !b.Usable {
+				state = "not usable: " + b.Why
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\thealth %s\t%d sessions\t%s\n", b.Side, b.Name, b.Address, b.Health, b.Sessions, state)
+		}
+		tw.Flush()
+	}
+	fmt.Fprintln(w, "Nodes:")
+	for _, n := range s.Nodes {
+		if !n.Reachable {
+			fmt.Fprintf(w, "  %s unreachable: %s\n", n.Name, n.Error)
+			continue
+		}
+		fmt.Fprintf(w, "  %s %s, epoch %d (via %s, observed %s ago)\n", n.Name, n.Status, n.Epoch, n.Via, ago(now, n.ObservedAt))
+	}
+}
+
+// printMDSStatus writes an mds's status for people: the bound contacts,
+// which XiVO node each belongs to, and the alarm.
+func printMDSStatus(w io.Writer, s app.MDSStatus, now time.Time) {
+	fmt.Fprintf(w, "%s (mds), registrar on udp %s tcp %s\n", s.Name, orNone(s.Listen.UDP), orNone(s.Listen.TCP))
+	if len(s.Bindings) == 0 {
+		fmt.Fprintln(w, "Bindings: none")
+	} else {
+		fmt.Fprintln(w, "Bindings:")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, b := range s.Bindings {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\tfrom %s\tsince %s ago\texpires in %s\n", b.AOR, b.Contact, orNone(b.Node), b.Source, ago(now, b.Since), b.Expires.Sub(now).Round(time.Second))
+		}
+		tw.Flush()
+	}
+	if s.Alarm != "" {
+		fmt.Fprintf(w, "Alarm:    %s\n", s.Alarm)
+	}
+	for _, wn := range s.Warnings {
+		fmt.Fprintf(w, "  ! %s\n", wn.Message)
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // printStatus writes a status for people.
