@@ -55,6 +55,8 @@ type backend struct {
 	fails atomic.Int32
 	// down mirrors passiveDown for the recovery probe.
 	down atomic.Bool
+	// checkNow asks the check loop for a check at once.
+	checkNow chan struct{}
 
 	// Owned by run.
 	health      healthState
@@ -63,7 +65,13 @@ type backend struct {
 }
 
 type healthState struct {
-	up, known     bool
+	up, known bool
+	// vouched: the node went Active since the last pass. Active means
+	// its services are up and passed their own readiness checks, so one
+	// passing check is enough (not rise): a planned takeover then
+	// switches within one check, not rise x interval, and an operator
+	// who stops the old side right after the Start loses no request.
+	vouched       bool
 	passes, fails int
 	err           string
 	at            time.Time
@@ -183,10 +191,21 @@ func (e *Edge) observe(n *nodeWatch, s node.Snapshot, via string) {
 	e.m.nodeEpoch.WithLabelValues(n.name).Set(float64(s.Epoch))
 	if changed {
 		// A node's change is news about its services: give a backend
-		// marked down by failed connections another chance.
+		// marked down by failed connections another chance, and check a
+		// node's backends that are down at once when it went Active.
 		for _, b := range e.backends {
-			if b.node == n && b.passiveDown {
+			if b.node != n {
+				continue
+			}
+			if b.passiveDown {
 				e.clearPassive(b, "node "+n.name+" changed")
+			}
+			if s.Status == node.Active && b.cfg.Health != nil && !b.health.up {
+				b.health.vouched = true
+				select {
+				case b.checkNow <- struct{}{}:
+				default: // a check is asked for already
+				}
 			}
 		}
 	}

@@ -396,7 +396,7 @@ func (e *Edge) build() error {
 			}
 			return old, nil
 		}
-		nb := &backend{e: e, cfg: b, node: byNode[b.Node], health: healthState{up: true}}
+		nb := &backend{e: e, cfg: b, node: byNode[b.Node], health: healthState{up: true}, checkNow: make(chan struct{}, 1)}
 		byBackend[b.Name] = nb
 		e.backends = append(e.backends, nb)
 		return nb, nil

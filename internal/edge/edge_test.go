@@ -239,6 +239,28 @@ func TestEdge_HealthCheck(t *testing.T) {
 	}
 }
 
+// A node that goes Active vouches for its services: its backend, down
+// until then, is checked at once and one pass brings it up, not rise
+// passes an interval apart.
+func TestEdge_NodeActiveVouchesForItsBackend(t *testing.T) {
+	main, standby := startWeb(t, "127.0.0.2", "main"), startWeb(t, "127.0.0.3", "standby")
+	xm, xs := newFakeNode("xivo-main", node.Active, 1), newFakeNode("xivo-standby", node.Inactive, 0)
+	r := webRoute(main, standby)
+	r.Standby.Health = &Check{Path: "/health", Interval: time.Second, Timeout: time.Second, Rise: 3, Fall: 1}
+	standby.healthy.Store(false) // its services are stopped
+	e, _, _ := startEdge(t, Options{Routes: []Route{r}, Nodes: nodes(xm, xs)})
+	waitFor(t, 2*time.Second, "standby checked down", func() bool { return e.Status().Routes[0].Backends[1].Health == "down" })
+
+	standby.healthy.Store(true) // Start services on the standby...
+	begun := time.Now()
+	xs.set(node.Active, 2) // ...which then says it is Active
+	waitChosen(t, e, "web", "standby-web")
+	// Rise 3 at 1s would take 2s at least; one interval is 1s.
+	if d := time.Since(begun); d > 500*time.Millisecond {
+		t.Errorf("standby chosen %s after its node went Active, want one immediate check", d)
+	}
+}
+
 func TestEdge_RetryOnConnectFailure(t *testing.T) {
 	dead := refusingAddr(t, "127.0.0.2")
 	standby := startWeb(t, "127.0.0.3", "standby")

@@ -97,6 +97,7 @@ func (e *Edge) check(b *backend) {
 			case <-e.ctx.Done():
 				return
 			case <-t.C:
+			case <-b.checkNow:
 			}
 		}
 		if c == nil && !b.down.Load() {
@@ -164,10 +165,11 @@ func (e *Edge) checked(b *backend, err error) {
 	h.at = time.Now()
 	if err == nil {
 		h.passes, h.fails, h.err = h.passes+1, 0, ""
-		if !h.up && (!h.known || h.passes >= c.Rise) {
+		if !h.up && (!h.known || h.passes >= c.Rise || h.vouched) {
 			h.up = true
 			e.log.Info("backend health check up", "backend", b.cfg.Name, "passes", h.passes)
 		}
+		h.vouched = false
 		if b.passiveDown {
 			e.clearPassive(b, "health check passed")
 		}
